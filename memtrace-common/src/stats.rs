@@ -1,0 +1,21 @@
+//! Per-family counters kept by BPF in the per-CPU array `STATS`, indexed by
+//! `family * SLOTS + slot`. The agent sums the CPUs and reports them on exit.
+
+/// Counter slots per family.
+pub const SLOTS: u32 = 4;
+/// Events the hook saw (after filtering).
+pub const EVENTS: u32 = 0;
+/// Records lost because the ring buffer was full.
+pub const RINGBUF_DROPS: u32 = 1;
+/// Kernel memory reads that failed while building a record (the record is still sent,
+/// with the affected fields flagged).
+pub const READ_ERRORS: u32 = 2;
+/// Aggregation map updates that failed (map full).
+pub const MAP_FULL: u32 = 3;
+
+pub const fn index(family: crate::Family, slot: u32) -> u32 {
+    family as u32 * SLOTS + slot
+}
+
+/// Total entries of the stats array.
+pub const ENTRIES: u32 = 4 * SLOTS;

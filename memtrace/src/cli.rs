@@ -1,0 +1,170 @@
+//! Command line: parsing (clap) and validation into a run configuration.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{cgroup, error::Error, system::DEFAULT_BTF};
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    memtrace watch                      # every family, text, until Ctrl-C
+    memtrace oom --json | jq .          # one JSON object per OOM kill
+    memtrace oom -c /system.slice       # kills in or under a memory cgroup
+    memtrace watch --duration 60 --json > trace.jsonl
+    memtrace doctor                     # which hooks this kernel offers, and the gaps";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memtrace",
+    version,
+    about = "Trace where Linux memory goes: OOM kills, reclaim stalls, slab and shmem growth",
+    after_help = EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More logs on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Kernel BTF to resolve struct layouts from.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF, global = true)]
+    pub btf: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace every family this kernel supports.
+    Watch(TraceArgs),
+    /// OOM kills: victim, its memory and score inputs, cgroup, and the task that triggered it.
+    Oom(TraceArgs),
+    /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
+    /// chosen strategy or the gap and why.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// One JSON object per line on stdout, each with a "type".
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Only events of this process (victim or trigger, by pid or tgid).
+    #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid)]
+    pub pid: Option<u32>,
+
+    /// Only events in this memory cgroup or below it (path relative to the memory
+    /// hierarchy, e.g. /system.slice, or the full /sys/fs/cgroup/... path).
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("`{s}`: the duration must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<i64>() {
+        Ok(p) if p > 0 && p <= i64::from(i32::MAX) => Ok(p as u32),
+        Ok(_) => Err(format!("`{s}` is not a valid PID (must be a positive integer)")),
+        Err(_) => Err(format!("`{s}` is not a PID")),
+    }
+}
+
+/// Validated filters and output choices for a tracing run.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub pid: Option<u32>,
+    /// Memory cgroup path relative to its hierarchy ("/a/b").
+    pub cgroup: Option<String>,
+}
+
+impl TraceArgs {
+    pub fn validate(&self) -> Result<TraceConfig, Error> {
+        if let Some(pid) = self.pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::Usage(format!("--pid {pid}: no such process")));
+            }
+        }
+        let cgroup = match &self.cgroup {
+            Some(c) => Some(cgroup::normalize(c)?),
+            None => None,
+        };
+        Ok(TraceConfig { json: self.json, duration: self.duration, pid: self.pid, cgroup })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("memtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn accepts_common_options() {
+        let cli = parse(&["oom", "--json", "--duration", "1.5", "-p", "1", "-c", "/"]).unwrap();
+        let Command::Oom(a) = cli.command else { panic!("not oom") };
+        assert!(a.json);
+        assert_eq!(a.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(a.pid, Some(1));
+        assert_eq!(a.cgroup.as_deref(), Some("/"));
+        assert!(parse(&["-v", "doctor", "--json"]).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            &["oom", "--duration", "0"][..],
+            &["oom", "--duration", "-3"],
+            &["oom", "--duration", "soon"],
+            &["oom", "--duration", "NaN"],
+            &["oom", "-p", "0"],
+            &["oom", "-p", "-1"],
+            &["oom", "-p", "abc"],
+            &["oom", "-p", "99999999999"],
+            &["oom", "--bogus"],
+            &["frobnicate"],
+            &[],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} accepted"));
+            assert_ne!(err.exit_code(), 0, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validation_rejects_missing_pid() {
+        let a = TraceArgs { json: false, duration: None, pid: Some(i32::MAX as u32), cgroup: None };
+        let e = a.validate().unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("no such process"), "{e}");
+    }
+}

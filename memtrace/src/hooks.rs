@@ -1,0 +1,133 @@
+//! Hook selection: every probe family's hooks, each with its ordered strategies and the
+//! runtime checks that decide between them. This table is the only place that knows which
+//! kernel offers what; `memtrace doctor` prints its decisions.
+//!
+//! Checks look at the running kernel (BTF types and tracepoint prototypes, tracefs
+//! format files, kprobe support), never at version numbers; the final word is the load and
+//! attach attempt in `probes`.
+
+use memtrace_common::Family;
+
+use crate::system::Kernel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    TpBtf,
+    RawTracepoint,
+    Tracepoint,
+    Kprobe,
+    Fentry,
+}
+
+impl Strategy {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Strategy::TpBtf => "tp_btf",
+            Strategy::RawTracepoint => "raw_tp",
+            Strategy::Tracepoint => "tracepoint",
+            Strategy::Kprobe => "kprobe",
+            Strategy::Fentry => "fentry",
+        }
+    }
+}
+
+/// One way to implement a hook.
+pub struct Candidate {
+    pub strategy: Strategy,
+    /// Program name in the BPF object.
+    pub program: &'static str,
+    /// tp_btf / raw_tp / kprobe / fentry target, or the classic tracepoint "category:name".
+    pub target: &'static str,
+    /// What this strategy cannot see (empty when complete); reported as a coverage gap.
+    pub limits: &'static str,
+    pub check: fn(&Kernel) -> Result<(), String>,
+}
+
+/// A kernel event a family needs, with its strategies best first.
+pub struct Hook {
+    pub family: Family,
+    pub name: &'static str,
+    pub candidates: Vec<Candidate>,
+}
+
+/// The BTF tracepoint exists and its first argument has the given type.
+fn btf_tp_first_arg(k: &Kernel, tp: &str, ty: &str) -> Result<(), String> {
+    match k.btf.tracepoint_args(tp) {
+        None => Err(format!("no btf_trace_{tp} in BTF")),
+        Some(args) => match args.first() {
+            Some((_, t)) if t == ty => Ok(()),
+            Some((_, t)) => Err(format!("{tp} passes `{t}`, not `{ty}`")),
+            None => Err(format!("{tp} has no arguments")),
+        },
+    }
+}
+
+/// The classic tracepoint exists with the given fields.
+fn classic_tp(k: &Kernel, category: &str, name: &str, fields: &[&str]) -> Result<(), String> {
+    let Some(f) = crate::tracefs::format(&k.tracefs, category, name) else {
+        return Err(format!("no tracepoint {category}:{name} in tracefs"));
+    };
+    for field in fields {
+        if f.field(field).is_none() {
+            return Err(format!("{category}:{name} has no field {field}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether BPF can read a task's memory cgroup with the resolved layout.
+fn layout_complete(k: &Kernel) -> Result<(), String> {
+    if k.layout.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kernel layout incomplete: {}", k.layout.missing.join("; ")))
+    }
+}
+
+pub fn table() -> Vec<Hook> {
+    vec![Hook {
+        family: Family::Oom,
+        name: "oom:mark_victim",
+        candidates: vec![
+            Candidate {
+                strategy: Strategy::TpBtf,
+                program: "oom_mark_victim_btf",
+                target: "mark_victim",
+                limits: "",
+                check: |k| {
+                    btf_tp_first_arg(k, "mark_victim", "struct task_struct *")?;
+                    layout_complete(k)
+                },
+            },
+            Candidate {
+                strategy: Strategy::RawTracepoint,
+                program: "oom_mark_victim_raw",
+                target: "mark_victim",
+                limits: "",
+                check: |k| {
+                    btf_tp_first_arg(k, "mark_victim", "struct task_struct *")?;
+                    layout_complete(k)
+                },
+            },
+            Candidate {
+                strategy: Strategy::Tracepoint,
+                program: "oom_mark_victim_tp",
+                target: "oom:mark_victim",
+                limits: "pid only: no victim comm, rss, oom_score_adj or cgroup (the \
+                         tracepoint does not pass the task on this kernel)",
+                check: |k| classic_tp(k, "oom", "mark_victim", &["pid"]),
+            },
+        ],
+    }]
+}
+
+/// The hooks of the given families.
+pub fn for_families(families: &[Family]) -> Vec<Hook> {
+    table().into_iter().filter(|h| families.contains(&h.family)).collect()
+}
+
+/// Families this build traces (those with at least one hook in the table).
+pub fn implemented() -> Vec<Family> {
+    let t = table();
+    Family::ALL.into_iter().filter(|f| t.iter().any(|h| h.family == *f)).collect()
+}

@@ -1,0 +1,62 @@
+//! memtrace: a Linux memory tracer. `main` only parses, validates, runs and maps errors to
+//! exit codes (2: something the user can fix; 1: a failure while tracing).
+
+mod btf;
+mod cgroup;
+mod cli;
+mod doctor;
+mod error;
+mod hooks;
+mod layout;
+mod oom;
+mod output;
+mod probes;
+mod run;
+mod system;
+mod tracefs;
+
+use clap::Parser as _;
+use memtrace_common::Family;
+
+use crate::{
+    cli::{Cli, Command},
+    error::Error,
+};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("memtrace: {e}");
+        if let Error::Bpf { source, .. } = &e {
+            for cause in source.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+        }
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let (families, args) = match &cli.command {
+        Command::Doctor(d) => return doctor::run(&cli.btf, d.json),
+        Command::Watch(a) => (run::families_for_watch(), a),
+        Command::Oom(a) => (vec![Family::Oom], a),
+    };
+    let cfg = args.validate()?;
+    let kernel = system::Kernel::open(&cli.btf)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::bpf("starting the runtime", e))?;
+    rt.block_on(run::trace(kernel, families, cfg))
+}

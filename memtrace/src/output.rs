@@ -1,0 +1,125 @@
+//! Output: JSON lines (flushed as written, so `| jq` and files see them at once), text on
+//! stdout, status on stderr; time and size formatting.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Writes one JSON object per line and flushes it. A closed pipe ends the program quietly
+/// (exit 0), like other Unix filters.
+pub fn json_line(v: &impl Serialize) {
+    let mut out = std::io::stdout().lock();
+    let r = serde_json::to_writer(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    exit_on_broken_pipe(r);
+}
+
+/// Writes text to stdout and flushes it.
+pub fn text(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let r = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+    exit_on_broken_pipe(r);
+}
+
+fn exit_on_broken_pipe(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        log::error!("writing output: {e}");
+    }
+}
+
+/// CLOCK_BOOTTIME and CLOCK_REALTIME now, in ns.
+fn clocks() -> (i128, i128) {
+    let get = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    (get(libc::CLOCK_BOOTTIME), get(libc::CLOCK_REALTIME))
+}
+
+/// Wall-clock ns since the epoch for a `bpf_ktime_get_boot_ns()` timestamp.
+pub fn boot_to_wall_ns(boot_ns: u64) -> i128 {
+    let (boot, wall) = clocks();
+    wall - (boot - boot_ns as i128)
+}
+
+/// RFC 3339 UTC with milliseconds: 2026-11-22T01:02:03.456Z.
+pub fn rfc3339(wall_ns: i128) -> String {
+    let secs = wall_ns.div_euclid(1_000_000_000) as i64;
+    let ms = (wall_ns.rem_euclid(1_000_000_000) / 1_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Human size from KiB: "512 KiB", "48.0 MiB", "1.25 GiB".
+pub fn kib(k: i64) -> String {
+    let a = k.unsigned_abs() as f64;
+    let sign = if k < 0 { "-" } else { "" };
+    if a < 1024.0 {
+        format!("{sign}{a} KiB")
+    } else if a < 1024.0 * 1024.0 {
+        format!("{sign}{:.1} MiB", a / 1024.0)
+    } else {
+        format!("{sign}{:.2} GiB", a / 1024.0 / 1024.0)
+    }
+}
+
+/// NUL-terminated bytes to a String.
+pub fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+pub fn page_kib() -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as i64 / 1024 } else { 4 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29T12:34:56.789Z, a leap day.
+        assert_eq!(rfc3339(1_709_210_096_789_000_000), "2024-02-29T12:34:56.789Z");
+    }
+
+    #[test]
+    fn formats_sizes() {
+        assert_eq!(kib(512), "512 KiB");
+        assert_eq!(kib(49_152), "48.0 MiB");
+        assert_eq!(kib(-2048), "-2.0 MiB");
+        assert_eq!(kib(3 * 1024 * 1024 / 2 * 1024 / 1024 * 1024), "1.50 GiB");
+    }
+
+    #[test]
+    fn converts_boot_time() {
+        let (boot, wall) = clocks();
+        let w = boot_to_wall_ns(boot as u64);
+        assert!((w - wall).abs() < 1_000_000_000);
+    }
+}

@@ -54,6 +54,12 @@ impl EventKind {
             _ => None,
         }
     }
+
+    pub const fn family(self) -> Family {
+        match self {
+            EventKind::OomKill => Family::Oom,
+        }
+    }
 }
 
 /// First bytes of every ring-buffer record.

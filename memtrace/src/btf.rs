@@ -219,12 +219,9 @@ impl Btf {
         Ok(Btf { types, by_name })
     }
 
+    #[allow(clippy::len_without_is_empty, reason = "type 0 (void) always exists")]
     pub fn len(&self) -> usize {
         self.types.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.types.len() <= 1
     }
 
     pub fn get(&self, id: u32) -> Option<&Type> {

@@ -67,7 +67,10 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
     if can_trace {
         let kernel = Kernel::open(btf_path)?;
         layout_missing = kernel.layout.missing.clone();
-        let probes = probes::load_and_attach(&kernel, &hooks::implemented())?;
+        let families = hooks::implemented();
+        let cfg = crate::cli::TraceConfig { json, duration: None, pid: None, cgroup: None };
+        let globals = crate::family::globals(&kernel, &families, &cfg);
+        let probes = probes::load_and_attach(&kernel, &families, &globals)?;
         hook_outcomes = probes.outcomes.clone();
     }
     let ok = can_trace && hook_outcomes.iter().any(|o| o.chosen.is_some());

@@ -11,12 +11,15 @@ use memtrace_common::Family;
 use crate::system::Kernel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code, reason = "kprobe/fentry strategies are chosen only on kernels that allow them")]
 pub enum Strategy {
     TpBtf,
     RawTracepoint,
     Tracepoint,
     Kprobe,
+    Kretprobe,
     Fentry,
+    Fexit,
 }
 
 impl Strategy {
@@ -26,7 +29,9 @@ impl Strategy {
             Strategy::RawTracepoint => "raw_tp",
             Strategy::Tracepoint => "tracepoint",
             Strategy::Kprobe => "kprobe",
+            Strategy::Kretprobe => "kretprobe",
             Strategy::Fentry => "fentry",
+            Strategy::Fexit => "fexit",
         }
     }
 }
@@ -73,6 +78,29 @@ fn classic_tp(k: &Kernel, category: &str, name: &str, fields: &[&str]) -> Result
         }
     }
     Ok(())
+}
+
+/// kprobes exist and the function is in kallsyms (not inlined away).
+#[allow(dead_code, reason = "used by the families with kprobe strategies")]
+pub fn kprobe_target(k: &Kernel, func: &str) -> Result<(), String> {
+    if !k.kprobes {
+        return Err("kernel has no kprobes (CONFIG_KPROBES off)".into());
+    }
+    if !crate::system::kallsyms_has(func) {
+        return Err(format!("{func} is not in /proc/kallsyms (inlined or renamed)"));
+    }
+    Ok(())
+}
+
+/// The function is in BTF (fentry/fexit need its prototype); the load attempt decides the
+/// rest (lockdown policies refuse fentry on some kernels).
+#[allow(dead_code, reason = "used by the families with fentry strategies")]
+pub fn fentry_target(k: &Kernel, func: &str) -> Result<(), String> {
+    if k.btf.has_func(func) {
+        Ok(())
+    } else {
+        Err(format!("{func} is not a BTF function on this kernel"))
+    }
 }
 
 /// Whether BPF can read a task's memory cgroup with the resolved layout.

@@ -6,6 +6,7 @@ mod cgroup;
 mod cli;
 mod doctor;
 mod error;
+mod family;
 mod hooks;
 mod layout;
 mod oom;
@@ -47,16 +48,27 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let (families, args) = match &cli.command {
+    let session = match &cli.command {
         Command::Doctor(d) => return doctor::run(&cli.btf, d.json),
-        Command::Watch(a) => (run::families_for_watch(), a),
-        Command::Oom(a) => (vec![Family::Oom], a),
+        Command::Watch(a) => run::Session {
+            families: run::families_for_watch(),
+            cfg: a.validate()?,
+            opts: Default::default(),
+            interval: None,
+            count: None,
+        },
+        Command::Oom(a) => run::Session {
+            families: vec![Family::Oom],
+            cfg: a.validate()?,
+            opts: Default::default(),
+            interval: None,
+            count: None,
+        },
     };
-    let cfg = args.validate()?;
     let kernel = system::Kernel::open(&cli.btf)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::bpf("starting the runtime", e))?;
-    rt.block_on(run::trace(kernel, families, cfg))
+    rt.block_on(run::trace(kernel, session))
 }

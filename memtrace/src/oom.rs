@@ -3,11 +3,59 @@
 use memtrace_common::oom::{OOM_HAVE_MM, OOM_HAVE_TASK, OOM_NO_MM, OomKillEvent};
 use serde::Serialize;
 
+use memtrace_common::{EventKind, Family, oom::OomConfig};
+
 use crate::{
     cgroup,
     cli::TraceConfig,
+    family::{self, Global},
     output::{self, cstr, kib},
+    system::Kernel,
 };
+
+/// Options of `memtrace oom` beyond the common ones.
+#[derive(Debug, Clone, Default)]
+pub struct Options {}
+
+/// BPF globals of the oom programs.
+pub fn globals(kernel: &Kernel, _cfg: &TraceConfig) -> Vec<Global> {
+    let pid = crate::tracefs::format(&kernel.tracefs, "oom", "mark_victim")
+        .and_then(|f| f.field("pid").map(|f| f.offset))
+        .unwrap_or(8);
+    vec![Global::of("OOM_CONFIG", &OomConfig { tp_pid_offset: pid, _pad: 0 })]
+}
+
+/// Prints each kill as it arrives.
+pub struct Agent {
+    cfg: TraceConfig,
+}
+
+impl Agent {
+    pub fn new(cfg: TraceConfig, _opts: Options) -> Agent {
+        Agent { cfg }
+    }
+}
+
+impl family::FamilyAgent for Agent {
+    fn family(&self) -> Family {
+        Family::Oom
+    }
+
+    fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool {
+        if kind != EventKind::OomKill {
+            return false;
+        }
+        let Some(k) = decode(bytes) else { return false };
+        if matches(&k, &self.cfg) {
+            if self.cfg.json {
+                output::json_line(&k);
+            } else {
+                output::text(&render_text(&k));
+            }
+        }
+        true
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Victim {

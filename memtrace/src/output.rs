@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(kib(512), "512 KiB");
         assert_eq!(kib(49_152), "48.0 MiB");
         assert_eq!(kib(-2048), "-2.0 MiB");
-        assert_eq!(kib(3 * 1024 * 1024 / 2 * 1024 / 1024 * 1024), "1.50 GiB");
+        assert_eq!(kib(1_572_864), "1.50 GiB");
     }
 
     #[test]

@@ -6,11 +6,12 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::Program,
 };
-use memtrace_common::{Family, oom::OomConfig};
+use memtrace_common::Family;
 use serde::Serialize;
 
 use crate::{
     error::Error,
+    family::Global,
     hooks::{self, Candidate, Strategy},
     system::Kernel,
 };
@@ -61,15 +62,19 @@ impl Probes {
     }
 }
 
-/// Loads the object and attaches the hooks of `families`.
-pub fn load_and_attach(kernel: &Kernel, families: &[Family]) -> Result<Probes, Error> {
-    let oom_config = oom_config(kernel);
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&kernel.aya_btf))
-        .override_global("LAYOUT", &kernel.layout.layout, true)
-        .override_global("OOM_CONFIG", &oom_config, true)
-        .load(BPF_OBJECT)
-        .map_err(|e| Error::bpf("loading memtrace's BPF object", e))?;
+/// Loads the object with `globals` set and attaches the hooks of `families`.
+pub fn load_and_attach(
+    kernel: &Kernel,
+    families: &[Family],
+    globals: &[Global],
+) -> Result<Probes, Error> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&kernel.aya_btf));
+    for g in globals {
+        loader.override_global(g.name, g.bytes.as_slice(), true);
+    }
+    let mut ebpf =
+        loader.load(BPF_OBJECT).map_err(|e| Error::bpf("loading memtrace's BPF object", e))?;
     let mut outcomes = Vec::new();
     for hook in hooks::for_families(families) {
         let mut refused = Vec::new();
@@ -103,13 +108,6 @@ pub fn load_and_attach(kernel: &Kernel, families: &[Family]) -> Result<Probes, E
     Ok(Probes { ebpf, outcomes })
 }
 
-fn oom_config(kernel: &Kernel) -> OomConfig {
-    let pid = crate::tracefs::format(&kernel.tracefs, "oom", "mark_victim")
-        .and_then(|f| f.field("pid").map(|f| f.offset))
-        .unwrap_or(8);
-    OomConfig { tp_pid_offset: pid, _pad: 0 }
-}
-
 /// First line of an error chain plus the tail of a verifier log, short enough for doctor.
 fn describe(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
@@ -140,6 +138,18 @@ fn attach(ebpf: &mut Ebpf, kernel: &Kernel, c: &Candidate) -> Result<(), String>
             let (cat, name) = c.target.split_once(':').ok_or("bad tracepoint target")?;
             p.load().map_err(|e| format!("load: {}", describe(e)))?;
             p.attach(cat, name).map_err(|e| format!("attach: {}", describe(e)))?;
+        }
+        (Strategy::Kprobe | Strategy::Kretprobe, Program::KProbe(p)) => {
+            p.load().map_err(|e| format!("load: {}", describe(e)))?;
+            p.attach(c.target, 0).map_err(|e| format!("attach: {}", describe(e)))?;
+        }
+        (Strategy::Fentry, Program::FEntry(p)) => {
+            p.load(c.target, &kernel.aya_btf).map_err(|e| format!("load: {}", describe(e)))?;
+            p.attach().map_err(|e| format!("attach: {}", describe(e)))?;
+        }
+        (Strategy::Fexit, Program::FExit(p)) => {
+            p.load(c.target, &kernel.aya_btf).map_err(|e| format!("load: {}", describe(e)))?;
+            p.attach().map_err(|e| format!("attach: {}", describe(e)))?;
         }
         (s, _) => return Err(format!("program {} is not a {} program", c.program, s.name())),
     }

@@ -14,7 +14,8 @@ use tokio::{
 use crate::{
     cli::TraceConfig,
     error::Error,
-    hooks, oom, output,
+    family::{self, FamilyAgent, FamilyOptions},
+    hooks, output,
     probes::{self, Attached, Probes},
     system::Kernel,
 };
@@ -59,8 +60,21 @@ struct Stats {
     families: BTreeMap<&'static str, FamilyStats>,
 }
 
-pub async fn trace(kernel: Kernel, families: Vec<Family>, cfg: TraceConfig) -> Result<(), Error> {
-    let mut probes = probes::load_and_attach(&kernel, &families)?;
+/// What a subcommand traces and how.
+pub struct Session {
+    pub families: Vec<Family>,
+    pub cfg: TraceConfig,
+    pub opts: FamilyOptions,
+    /// Period of `FamilyAgent::interval` calls, if any.
+    pub interval: Option<std::time::Duration>,
+    /// Stop after this many intervals.
+    pub count: Option<u64>,
+}
+
+pub async fn trace(kernel: Kernel, session: Session) -> Result<(), Error> {
+    let Session { families, cfg, opts, interval, count } = session;
+    let globals = family::globals(&kernel, &families, &cfg);
+    let mut probes = probes::load_and_attach(&kernel, &families, &globals)?;
     if probes.attached().next().is_none() {
         let why: Vec<String> = probes
             .gaps()
@@ -79,15 +93,26 @@ pub async fn trace(kernel: Kernel, families: Vec<Family>, cfg: TraceConfig) -> R
     let stats_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(probes.ebpf.take_map("STATS").expect("STATS map"))
             .map_err(|e| Error::bpf("opening the STATS map", e))?;
+    let traced: Vec<Family> = families
+        .iter()
+        .copied()
+        .filter(|f| probes.attached().any(|a| a.family == f.name()))
+        .collect();
+    let mut agents = family::agents(&mut probes.ebpf, &traced, &cfg, &opts)?;
     announce(&probes, &cfg);
 
-    let mut ring = AsyncFd::new(ring).map_err(|e| Error::bpf("polling the ring buffer", e))?;
+    // SAFETY: the ring buffer owns its fd and outlives the registration (both live in
+    // the AsyncFd until the end of this function).
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::bpf("polling the ring buffer", e))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::bpf("SIGINT handler", e))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::bpf("SIGTERM handler", e))?;
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = interval.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
+    let mut ticks = 0u64;
     let started = std::time::Instant::now();
     let mut counts: BTreeMap<&'static str, FamilyStats> =
-        families.iter().map(|f| (f.name(), FamilyStats::default())).collect();
+        traced.iter().map(|f| (f.name(), FamilyStats::default())).collect();
 
     loop {
         let sleep = async {
@@ -96,21 +121,37 @@ pub async fn trace(kernel: Kernel, families: Vec<Family>, cfg: TraceConfig) -> R
                 None => std::future::pending().await,
             }
         };
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = sleep => break,
+            () = tick => {
+                drain(ring.get_mut(), &mut agents, &mut counts);
+                agents.iter_mut().for_each(|a| a.interval());
+                ticks += 1;
+                if count.is_some_and(|c| ticks >= c) {
+                    break;
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::bpf("polling the ring buffer", e))?;
-                drain(guard.get_inner_mut(), &cfg, &mut counts);
+                drain(guard.get_inner_mut(), &mut agents, &mut counts);
                 guard.clear_ready();
             }
         }
     }
-    // Whatever arrived before the stop.
-    drain(ring.get_mut(), &cfg, &mut counts);
-    // Detach everything before the summaries.
+    // Detach everything, then take what arrived before the stop.
     drop(probes);
+    drain(ring.get_mut(), &mut agents, &mut counts);
+    agents.iter_mut().for_each(|a| a.finish());
     emit_stats(&stats_map, &mut counts, started.elapsed().as_secs_f64(), &cfg);
     Ok(())
 }
@@ -144,39 +185,29 @@ fn announce(probes: &Probes, cfg: &TraceConfig) {
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    cfg: &TraceConfig,
+    agents: &mut [Box<dyn FamilyAgent>],
     counts: &mut BTreeMap<&'static str, FamilyStats>,
 ) {
     while let Some(item) = ring.next() {
         let bytes: &[u8] = &item;
-        handle(bytes, cfg, counts);
-    }
-}
-
-fn handle(bytes: &[u8], cfg: &TraceConfig, counts: &mut BTreeMap<&'static str, FamilyStats>) {
-    let kind = (bytes.len() >= std::mem::size_of::<EventHeader>())
-        .then(|| u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-        .and_then(EventKind::from_u32);
-    match kind {
-        Some(EventKind::OomKill) => {
-            let c = counts.entry(Family::Oom.name()).or_default();
-            match oom::decode(bytes) {
-                Some(k) => {
-                    c.received += 1;
-                    if oom::matches(&k, cfg) {
-                        if cfg.json {
-                            output::json_line(&k);
-                        } else {
-                            output::text(&oom::render_text(&k));
-                        }
-                    }
-                }
-                None => c.undecodable += 1,
-            }
-        }
-        None => {
+        let kind = (bytes.len() >= std::mem::size_of::<EventHeader>())
+            .then(|| u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+            .and_then(EventKind::from_u32);
+        let Some(kind) = kind else {
             log::warn!("undecodable record of {} bytes", bytes.len());
             counts.entry("unknown").or_default().undecodable += 1;
+            continue;
+        };
+        let family = kind.family();
+        let c = counts.entry(family.name()).or_default();
+        let decoded = agents
+            .iter_mut()
+            .find(|a| a.family() == family)
+            .is_some_and(|a| a.record(kind, bytes));
+        if decoded {
+            c.received += 1;
+        } else {
+            c.undecodable += 1;
         }
     }
 }

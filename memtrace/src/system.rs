@@ -79,6 +79,17 @@ pub fn has_kprobes(tracefs: Option<&Path>) -> bool {
         || tracefs.is_some_and(|t| t.join("kprobe_events").exists())
 }
 
+/// Whether /proc/kallsyms has a text symbol of this name (".isra"/".constprop" clones count).
+pub fn kallsyms_has(func: &str) -> bool {
+    let Ok(f) = std::fs::File::open("/proc/kallsyms") else { return false };
+    use std::io::BufRead as _;
+    std::io::BufReader::new(f).lines().map_while(Result::ok).any(|l| {
+        let mut it = l.split_whitespace();
+        let (_, Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { return false };
+        matches!(ty, "t" | "T") && (name == func || name.split('.').next() == Some(func))
+    })
+}
+
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -87,14 +98,11 @@ pub fn kernel_release() -> String {
 
 /// Everything a tracing session needs from the system, checked in order.
 pub struct Kernel {
-    pub release: String,
-    pub btf_path: PathBuf,
     pub btf: Btf,
     pub aya_btf: aya::Btf,
     pub tracefs: PathBuf,
     pub kprobes: bool,
     pub layout: layout::Resolved,
-    pub memcg: Option<MemoryCgroup>,
 }
 
 pub fn btf_missing(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -115,14 +123,11 @@ impl Kernel {
         let tracefs = tracefs::find_or_mount().map_err(|e| Error::Environment(e.to_string()))?;
         let layout = layout::resolve(&btf);
         Ok(Kernel {
-            release: kernel_release(),
-            btf_path: btf_path.to_path_buf(),
             kprobes: has_kprobes(Some(&tracefs)),
             btf,
             aya_btf,
             tracefs,
             layout,
-            memcg: memory_cgroup(),
         })
     }
 }

@@ -99,11 +99,13 @@ impl Format {
                     decl = part;
                 }
             }
-            // The name is the last identifier of the declaration ("char comm[16]" -> comm).
-            let name = decl
-                .split('[')
-                .next()
-                .unwrap_or("")
+            // The name is the last identifier of the declaration ("char comm[16]" -> comm,
+            // "__data_loc char[] name" -> name).
+            let bare = match decl.strip_suffix(']') {
+                Some(d) => d.rsplit_once('[').map_or(d, |(head, _)| head),
+                None => decl,
+            };
+            let name = bare
                 .rsplit(|c: char| c.is_whitespace() || c == '*')
                 .next()
                 .unwrap_or("")
@@ -140,6 +142,7 @@ format:
 
 \tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
 \tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+\tfield:char name[16];\toffset:20;\tsize:16;\tsigned:0;
 \tfield:unsigned long total_vm;\toffset:16;\tsize:8;\tsigned:0;
 \tfield:short oom_score_adj;\toffset:64;\tsize:2;\tsigned:1;
 
@@ -151,6 +154,7 @@ print fmt: \"pid=%d\", REC->pid
         let f = Format::parse(MARK_VICTIM);
         assert_eq!(f.field("pid"), Some(&Field { decl: "int pid".into(), offset: 8, size: 4, signed: true }));
         assert_eq!(f.field("comm").unwrap().offset, 12);
+        assert_eq!(f.field("name").unwrap().size, 16);
         assert_eq!(f.field("oom_score_adj").unwrap().size, 2);
         assert!(f.field("common_pid").is_some());
         assert!(f.field("nonexistent").is_none());

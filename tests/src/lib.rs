@@ -1,1 +1,365 @@
+//! Harness for memtrace's integration tests: real kernel events, run as root, on the host
+//! (cgroup v1 or v2) and inside the VM (`cargo xtask vm-test`).
+//!
+//! - [`Memtrace`] runs the memtrace binary with `--json` and collects its lines.
+//! - [`MemCgroup`] makes a memory cgroup with a small limit, so memory is only ever pressed
+//!   inside it (never the host's global memory).
+//! - [`Stress`] runs the `mt-stress` workload binary with a distinctive comm.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// Path of the memtrace binary: $MEMTRACE_BIN, else target/debug/memtrace.
+pub fn memtrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MEMTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/memtrace");
+    assert!(
+        p.exists(),
+        "{} not found: build it (cargo build -p memtrace) or run `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+/// Path of the mt-stress binary: $MT_STRESS_BIN, else next to the test executable's
+/// directory (target/<profile>/mt-stress).
+pub fn stress_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MT_STRESS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe.parent().and_then(Path::parent).expect("target dir").join("mt-stress");
+    assert!(p.exists(), "{} not found: cargo build -p memtrace-tests", p.display());
+    p
+}
+
+/// Inside the test VM (set by the VM's /init).
+pub fn in_vm() -> bool {
+    std::env::var_os("MEMTRACE_VM").is_some()
+}
+
+/// The tests need root (BPF, cgroups). They fail, never skip, without it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "memtrace integration tests need root (BPF and cgroups); run them as root");
+}
+
+/// For tests that press global memory: refuse to run outside the VM.
+pub fn require_vm() {
+    require_root();
+    assert!(
+        in_vm(),
+        "this test exhausts global memory and only runs inside the VM (cargo xtask vm-test)"
+    );
+}
+
+/// A running `memtrace ... --json`.
+pub struct Memtrace {
+    child: Child,
+    lines: Receiver<Value>,
+    /// Every line received so far.
+    pub seen: Vec<Value>,
+    stderr: Receiver<String>,
+}
+
+impl Memtrace {
+    /// Starts memtrace with `args` (which should include --json) and waits for "ready".
+    pub fn start(args: &[&str]) -> Memtrace {
+        let mut child = Command::new(memtrace_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let (tx, lines) = channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("memtrace printed a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[memtrace] {line}");
+                let _ = etx.send(line);
+            }
+        });
+        let mut m = Memtrace { child, lines, seen: Vec::new(), stderr };
+        let ready = m
+            .wait_for(Duration::from_secs(60), |v| v["type"] == "ready")
+            .unwrap_or_else(|| panic!("memtrace {args:?} never printed ready"));
+        assert!(ready["probes"].as_array().is_some_and(|p| !p.is_empty()), "{ready}");
+        m
+    }
+
+    /// Waits until a line matching `pred` arrives; returns it.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return Some(v);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Sends `signal`, waits for exit (asserting status 0) and returns every line.
+    pub fn stop_with(self, signal: i32) -> Vec<Value> {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.finish()
+    }
+
+    /// SIGINT, then [`Memtrace::stop_with`].
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for memtrace to exit by itself (e.g. --duration), asserting status 0.
+    pub fn finish(mut self) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait memtrace") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "memtrace did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(v);
+        }
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        assert!(status.success(), "memtrace exited with {status}; stderr: {stderr:?}");
+        assert!(!stderr.iter().any(|l| l.contains("panicked")), "{stderr:?}");
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Memtrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `stats` line's counters for a family.
+pub fn stats_of<'a>(lines: &'a [Value], family: &str) -> &'a Value {
+    let stats = lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "stats")
+        .unwrap_or_else(|| panic!("no stats line in {lines:?}"));
+    &stats["families"][family]
+}
+
+/// A memory cgroup (v2 when the unified hierarchy has the memory controller, else v1)
+/// with a limit. Removed, with any process left in it killed, on drop.
+pub struct MemCgroup {
+    pub dir: PathBuf,
+    /// Path relative to the hierarchy root, as memtrace reports it ("/name").
+    pub rel: String,
+    pub v2: bool,
+}
+
+fn memory_hierarchy() -> (PathBuf, bool) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let mut v1 = None;
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[2] == "cgroup2" {
+            let ctl = std::fs::read_to_string(Path::new(f[1]).join("cgroup.controllers"))
+                .unwrap_or_default();
+            if ctl.split_whitespace().any(|c| c == "memory") {
+                return (PathBuf::from(f[1]), true);
+            }
+        }
+        if f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory") {
+            v1 = Some(PathBuf::from(f[1]));
+        }
+    }
+    (v1.expect("no memory cgroup hierarchy mounted"), false)
+}
+
+impl MemCgroup {
+    pub fn new(name: &str, limit: u64) -> MemCgroup {
+        require_root();
+        let (root, v2) = memory_hierarchy();
+        let leaf = format!("memtrace-test-{name}-{}", std::process::id());
+        let dir = root.join(&leaf);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let cg = MemCgroup { dir, rel: format!("/{leaf}"), v2 };
+        if v2 {
+            cg.write("memory.max", &limit.to_string());
+            // No swap here, but make sure the limit is the whole story.
+            let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
+        } else {
+            cg.write("memory.limit_in_bytes", &limit.to_string());
+        }
+        cg
+    }
+
+    pub fn write(&self, file: &str, v: &str) {
+        std::fs::write(self.dir.join(file), v)
+            .unwrap_or_else(|e| panic!("write {v} to {}/{file}: {e}", self.dir.display()));
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_else(|e| panic!("read {}/{file}: {e}", self.dir.display()))
+    }
+
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8")
+    }
+
+    /// Times the cgroup hit its limit: v1 memory.failcnt, v2 memory.events "max".
+    pub fn limit_hits(&self) -> u64 {
+        if self.v2 {
+            key_value(&self.read("memory.events"), "max")
+        } else {
+            self.read("memory.failcnt").trim().parse().expect("failcnt")
+        }
+    }
+
+    /// OOM kills in this cgroup: v1 memory.oom_control oom_kill, v2 memory.events oom_kill.
+    pub fn oom_kills(&self) -> u64 {
+        if self.v2 {
+            key_value(&self.read("memory.events"), "oom_kill")
+        } else {
+            key_value(&self.read("memory.oom_control"), "oom_kill")
+        }
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+fn key_value(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let pids = self.pids();
+            for p in &pids {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("could not remove {}", self.dir.display());
+    }
+}
+
+/// A running mt-stress workload.
+pub struct Stress {
+    pub child: Child,
+    out: Receiver<String>,
+}
+
+impl Stress {
+    /// Spawns `mt-stress <args>`.
+    pub fn spawn(args: &[&str]) -> Stress {
+        let mut child = Command::new(stress_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn mt-stress {args:?}: {e}"));
+        let (tx, out) = channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Stress { child, out }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l[prefix.len()..].trim().to_string(),
+                Ok(_) => {}
+                Err(_) => panic!("mt-stress (pid {}) never printed {prefix:?}", self.pid()),
+            }
+        }
+    }
+
+    /// Waits for exit; returns the terminating signal, if any.
+    pub fn wait_signal(&mut self, timeout: Duration) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait mt-stress") {
+                return s.signal();
+            }
+            assert!(Instant::now() < deadline, "mt-stress {} did not exit", self.pid());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs memtrace to completion with `args`; returns (exit code, stdout, stderr).
+pub fn run_memtrace(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(memtrace_bin()).args(args).output().expect("run memtrace");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,27 @@
+//! mt-stress: workloads that make the kernel emit the events memtrace traces. Each takes
+//! `--comm NAME` (a distinctive task name to find in memtrace's output), `--cgroup DIR`
+//! (joins that cgroup first) and `--adj N` (oom_score_adj), prints `ready ...` on stdout
+//! when its setup is done, and keeps its memory until killed unless told to exit.
+//!
+//! Usage: mt-stress <workload> [options]
+//!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+
+mod common;
+mod hog;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((workload, rest)) = args.split_first() else {
+        eprintln!("usage: mt-stress <hog> [options]");
+        std::process::exit(2);
+    };
+    let opts = common::Opts::parse(rest);
+    opts.apply();
+    match workload.as_str() {
+        "hog" => hog::run(&opts),
+        other => {
+            eprintln!("mt-stress: unknown workload {other}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -51,6 +51,30 @@ pub struct KernelLayout {
     pub kn_name: u32,
     pub kn_parent: u32,
     pub kn_id: u32,
+
+    // Shmem family (resolved separately: a gap here affects only shmem).
+    // struct folio
+    pub folio_flags: u32,
+    pub folio_mapping: u32,
+    pub folio_index: u32,
+    /// `_nr_pages` (6.15+) or `_folio_nr_pages`: valid when the folio has PG_head.
+    pub folio_nr_pages: u32,
+    /// enum pageflags bit numbers.
+    pub pg_head: u32,
+    pub pg_lru: u32,
+    pub pg_swapbacked: u32,
+    pub pg_swapcache: u32,
+    // struct address_space, inode, super_block
+    pub mapping_host: u32,
+    pub inode_sb: u32,
+    pub inode_ino: u32,
+    pub inode_dentry: u32,
+    pub sb_dev: u32,
+    // struct dentry
+    pub dentry_alias: u32,
+    pub dentry_name: u32,
+    // struct mem_cgroup: css.cgroup
+    pub memcg_css_cgroup: u32,
 }
 
 impl KernelLayout {
@@ -83,5 +107,21 @@ impl KernelLayout {
         kn_name: ABSENT,
         kn_parent: ABSENT,
         kn_id: ABSENT,
+        folio_flags: ABSENT,
+        folio_mapping: ABSENT,
+        folio_index: ABSENT,
+        folio_nr_pages: ABSENT,
+        pg_head: ABSENT,
+        pg_lru: ABSENT,
+        pg_swapbacked: ABSENT,
+        pg_swapcache: ABSENT,
+        mapping_host: ABSENT,
+        inode_sb: ABSENT,
+        inode_ino: ABSENT,
+        inode_dentry: ABSENT,
+        sb_dev: ABSENT,
+        dentry_alias: ABSENT,
+        dentry_name: ABSENT,
+        memcg_css_cgroup: ABSENT,
     };
 }

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod oom;
+pub mod shmem;
 pub mod stats;
 
 /// Length of `task_struct::comm`.
@@ -45,12 +46,15 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    /// Shmem: a task seen adding shmem pages for the first time (`shmem::ShmemTaskEvent`).
+    ShmemTask = 30,
 }
 
 impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::OomKill),
+            30 => Some(EventKind::ShmemTask),
             _ => None,
         }
     }
@@ -58,6 +62,7 @@ impl EventKind {
     pub const fn family(self) -> Family {
         match self {
             EventKind::OomKill => Family::Oom,
+            EventKind::ShmemTask => Family::Shmem,
         }
     }
 }
@@ -100,4 +105,11 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
     unsafe impl aya::Pod for super::layout::KernelLayout {}
     unsafe impl aya::Pod for super::oom::OomConfig {}
+    unsafe impl aya::Pod for super::shmem::ShmemConfig {}
+    unsafe impl aya::Pod for super::shmem::InodeKey {}
+    unsafe impl aya::Pod for super::shmem::InodeStats {}
+    unsafe impl aya::Pod for super::shmem::WriterKey {}
+    unsafe impl aya::Pod for super::shmem::WriterStats {}
+    unsafe impl aya::Pod for super::shmem::TaskStats {}
+    unsafe impl aya::Pod for super::shmem::DevStats {}
 }

@@ -122,3 +122,68 @@ pub fn mm_counter(mm: *const u8, idx: u32) -> Result<i64, i64> {
         .wrapping_add(get(&l.mm_rss_count));
     read::<i64>(mm, off)
 }
+
+/// `folio->flags` (the first word of the folio; `memdesc_flags_t` on 6.18 wraps it).
+#[inline(always)]
+pub fn folio_flags(folio: *const u8) -> Result<u64, i64> {
+    read::<u64>(folio, get(&layout().folio_flags))
+}
+
+/// Whether bit `bit` (an enum pageflags value) is set in `flags`.
+#[inline(always)]
+pub fn flag_set(flags: u64, bit: u32) -> bool {
+    bit < 64 && flags & (1u64 << bit) != 0
+}
+
+/// `folio_nr_pages()`: 1 unless PG_head, else the folio's page count.
+#[inline(always)]
+pub fn folio_nr_pages(folio: *const u8, flags: u64) -> u32 {
+    let l = layout();
+    if !flag_set(flags, get(&l.pg_head)) {
+        return 1;
+    }
+    match read::<u32>(folio, get(&l.folio_nr_pages)) {
+        Ok(n) if n > 0 && n <= 1 << 18 => n,
+        _ => 1,
+    }
+}
+
+/// The (superblock dev_t, inode number) of an inode.
+#[inline(always)]
+pub fn inode_key(inode: *const u8) -> Result<(u32, u64), i64> {
+    let l = layout();
+    let ino = read::<u64>(inode, get(&l.inode_ino))?;
+    let sb = read_ptr(inode, get(&l.inode_sb))?;
+    let dev = read::<u32>(sb, get(&l.sb_dev))?;
+    Ok((dev, ino))
+}
+
+/// The name of the first dentry of an inode (`inode->i_dentry.first`, container of
+/// `d_u.d_alias`): a file's last path component, or memfd:NAME / SYSV%08x / dev/zero for the
+/// kernel's internal shmem files.
+#[inline(always)]
+pub fn inode_name(inode: *const u8, out: &mut [u8]) -> Result<(), i64> {
+    let l = layout();
+    let first = read_ptr(inode, get(&l.inode_dentry))?;
+    if first.is_null() {
+        return Err(-2);
+    }
+    let dentry = first.wrapping_sub(get(&l.dentry_alias) as usize);
+    let name = read_ptr(dentry, get(&l.dentry_name))?;
+    // SAFETY: bpf_probe_read_kernel_str_bytes tolerates any address.
+    unsafe { bpf_probe_read_kernel_str_bytes(name, out) }.map(|_| ()).map_err(|e| e as i64)
+}
+
+/// `memcg->css.cgroup`.
+#[inline(always)]
+pub fn memcg_cgroup(memcg: *const u8) -> Result<*const u8, i64> {
+    read_ptr(memcg, get(&layout().memcg_css_cgroup))
+}
+
+/// A cgroup's id (its kernfs node id; the cgroup directory's inode number).
+#[inline(always)]
+pub fn cgroup_id(cgrp: *const u8) -> Result<u64, i64> {
+    let l = layout();
+    let kn = read_ptr(cgrp, get(&l.cgroup_kn))?;
+    read::<u64>(kn, get(&l.kn_id))
+}

@@ -2,10 +2,13 @@
 //! around a `try_*` function whose failures are counted in `STATS`, never lost silently.
 #![no_std]
 #![no_main]
+// Inline assembly for atomic adds on shared map values (the bpf target has no core atomics).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod kernel;
 mod maps;
 mod oom;
+mod shmem;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -12,6 +12,8 @@ EXAMPLES:
     memtrace oom --json | jq .          # one JSON object per OOM kill
     memtrace oom -c /system.slice       # kills in or under a memory cgroup
     memtrace watch --duration 60 --json > trace.jsonl
+    memtrace shmem 10                   # shmem/tmpfs: live bytes per mount, file, writer
+    memtrace shmem --json --interval 5 --top 50 | jq 'select(.type == \"shmem_mount\")'
     memtrace doctor                     # which hooks this kernel offers, and the gaps";
 
 #[derive(Debug, Parser)]
@@ -41,6 +43,10 @@ pub enum Command {
     Watch(TraceArgs),
     /// OOM kills: victim, its memory and score inputs, cgroup, and the task that triggered it.
     Oom(TraceArgs),
+    /// Shmem and tmpfs: live bytes per mount and per file (tmpfs, /dev/shm, memfd, SysV shm,
+    /// shared anonymous memory), who allocated them (even if gone), and how /proc/meminfo
+    /// Shmem and `df` reconcile with that. Reports every INTERVAL seconds and at the end.
+    Shmem(ShmemArgs),
     /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
     /// chosen strategy or the gap and why.
     Doctor(DoctorArgs),
@@ -64,6 +70,57 @@ pub struct TraceArgs {
     /// hierarchy, e.g. /system.slice, or the full /sys/fs/cgroup/... path).
     #[arg(short = 'c', long, value_name = "PATH")]
     pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShmemArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Report every INTERVAL seconds (same as --interval).
+    #[arg(value_name = "INTERVAL", value_parser = parse_duration)]
+    pub interval_pos: Option<Duration>,
+
+    /// Stop after COUNT reports.
+    #[arg(value_name = "COUNT", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Report every SECS seconds (without it: one report at the end).
+    #[arg(long = "interval", value_name = "SECS", value_parser = parse_duration,
+          conflicts_with = "interval_pos")]
+    pub interval: Option<Duration>,
+
+    /// Files and writers reported per mount (largest first).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_top)]
+    pub top: usize,
+}
+
+impl ShmemArgs {
+    /// The report interval, from the positional INTERVAL or --interval.
+    pub fn every(&self) -> Option<Duration> {
+        self.interval_pos.or(self.interval)
+    }
+
+    pub fn validate_shmem(&self) -> Result<(), Error> {
+        if self.count.is_some() && self.every().is_none() {
+            return Err(Error::Usage("COUNT needs an INTERVAL".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive count")),
+    }
+}
+
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: --top takes a number from 1 to 100000")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +211,36 @@ mod tests {
             &["oom", "--bogus"],
             &["frobnicate"],
             &[],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} accepted"));
+            assert_ne!(err.exit_code(), 0, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shmem_interval_and_count() {
+        let cli = parse(&["shmem", "2", "3", "--json", "--top", "5"]).unwrap();
+        let Command::Shmem(a) = cli.command else { panic!("not shmem") };
+        assert_eq!(a.every(), Some(Duration::from_secs(2)));
+        assert_eq!(a.count, Some(3));
+        assert_eq!(a.top, 5);
+        assert!(a.trace.json);
+        let cli = parse(&["shmem", "--interval", "0.5"]).unwrap();
+        let Command::Shmem(a) = cli.command else { panic!("not shmem") };
+        assert_eq!(a.every(), Some(Duration::from_millis(500)));
+        assert!(a.validate_shmem().is_ok());
+        let cli = parse(&["shmem"]).unwrap();
+        let Command::Shmem(a) = cli.command else { panic!("not shmem") };
+        assert_eq!(a.every(), None);
+        for bad in [
+            &["shmem", "0"][..],
+            &["shmem", "x"],
+            &["shmem", "1", "0"],
+            &["shmem", "1", "-2"],
+            &["shmem", "1", "--interval", "2"],
+            &["shmem", "--top", "0"],
+            &["shmem", "--top", "many"],
+            &["shmem", "1", "2", "3"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} accepted"));
             assert_ne!(err.exit_code(), 0, "{bad:?}");

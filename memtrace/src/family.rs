@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, shmem, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -39,6 +39,7 @@ pub trait FamilyAgent {
 #[derive(Debug, Clone, Default)]
 pub struct FamilyOptions {
     pub oom: oom::Options,
+    pub shmem: shmem::Options,
 }
 
 /// Every family's globals for this session.
@@ -46,6 +47,7 @@ pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<G
     let mut g = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     // Globals exist in the object whether or not the family is traced.
     g.extend(oom::globals(kernel, cfg));
+    g.extend(shmem::globals(kernel));
     let _ = families;
     g
 }
@@ -57,12 +59,14 @@ pub fn agents(
     cfg: &TraceConfig,
     opts: &FamilyOptions,
 ) -> Result<Vec<Box<dyn FamilyAgent>>, Error> {
-    let _ = ebpf;
     let mut v: Vec<Box<dyn FamilyAgent>> = Vec::new();
     for f in families {
         match f {
             Family::Oom => v.push(Box::new(oom::Agent::new(cfg.clone(), opts.oom.clone()))),
-            Family::Reclaim | Family::Slab | Family::Shmem => {}
+            Family::Shmem => {
+                v.push(Box::new(shmem::Agent::new(ebpf, cfg.clone(), opts.shmem.clone())?))
+            }
+            Family::Reclaim | Family::Slab => {}
         }
     }
     Ok(v)

@@ -112,7 +112,235 @@ fn layout_complete(k: &Kernel) -> Result<(), String> {
     }
 }
 
+/// Parameters (name, printable type) and return type of a BTF function.
+pub fn func_signature(k: &Kernel, func: &str) -> Option<(Vec<(String, String)>, String)> {
+    use crate::btf::Kind;
+    let f = k.btf.get(k.btf.find(func, Kind::Func)?)?;
+    let proto = k.btf.get(f.size_or_type)?;
+    if proto.kind != Kind::FuncProto {
+        return None;
+    }
+    let params = proto.params.iter().map(|(n, t)| (n.clone(), k.btf.type_name(*t))).collect();
+    Some((params, k.btf.type_name(proto.size_or_type)))
+}
+
+/// The function's first parameters have these names and types.
+fn func_params_start(k: &Kernel, func: &str, want: &[(&str, &str)]) -> Result<(), String> {
+    let (params, _) =
+        func_signature(k, func).ok_or_else(|| format!("{func} is not a BTF function"))?;
+    for (i, (name, ty)) in want.iter().enumerate() {
+        match params.get(i) {
+            Some((n, t)) if n == name && t == ty => {}
+            Some((n, t)) => {
+                return Err(format!("{func} argument {i} is `{t} {n}`, not `{ty} {name}`"));
+            }
+            None => return Err(format!("{func} has fewer than {} arguments", i + 1)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether BPF can follow folio -> mapping -> inode -> superblock on this kernel.
+fn shmem_layout(k: &Kernel) -> Result<(), String> {
+    if k.layout.shmem_missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kernel layout incomplete: {}", k.layout.shmem_missing.join("; ")))
+    }
+}
+
+/// The memory controller is enabled (/proc/cgroups): memcg stat tracepoints fire.
+fn memcg_enabled() -> Result<(), String> {
+    let t = std::fs::read_to_string("/proc/cgroups").map_err(|e| format!("/proc/cgroups: {e}"))?;
+    // subsys_name hierarchy num_cgroups enabled
+    let on = t.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.first() == Some(&"memory") && f.get(3) == Some(&"1")
+    });
+    if on { Ok(()) } else { Err("the memory cgroup controller is disabled".into()) }
+}
+
+/// NR_SHMEM resolves from BTF (`enum node_stat_item`).
+fn nr_shmem(k: &Kernel) -> Result<(), String> {
+    crate::layout::enum_value_in(&k.btf, "node_stat_item", "NR_SHMEM")
+        .map(|_| ())
+        .ok_or_else(|| "no NR_SHMEM in enum node_stat_item".into())
+}
+
+const SHMEM_ADD: &str = "shmem_add_to_page_cache";
+const SHMEM_ADD_ARGS: &[(&str, &str)] =
+    &[("folio", "struct folio *"), ("mapping", "struct address_space *")];
+const SHMEM_LRU_LIMITS: &str = "the file is exact; the allocating task is matched \
+    through per-CPU memcg NR_SHMEM runs, or is the task that drained the per-CPU LRU batch \
+    without them: usually, not always, the allocator";
+
+fn shmem_hooks() -> Vec<Hook> {
+    vec![
+        Hook {
+            family: Family::Shmem,
+            name: "shmem:alloc",
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::Fexit,
+                    program: "shmem_add_fexit",
+                    target: SHMEM_ADD,
+                    limits: "",
+                    check: |k| {
+                        fentry_target(k, SHMEM_ADD)?;
+                        func_params_start(k, SHMEM_ADD, SHMEM_ADD_ARGS)?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Kprobe,
+                    program: "shmem_add_kprobe",
+                    target: SHMEM_ADD,
+                    limits: "counted on entry: an add that then fails (a racing fault on the same \
+                        page, a memcg charge failure on kernels that charge inside) is counted \
+                        as allocated",
+                    check: |k| {
+                        kprobe_target(k, SHMEM_ADD)?;
+                        func_params_start(k, SHMEM_ADD, SHMEM_ADD_ARGS)?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Kretprobe,
+                    program: "shmem_alloc_kretprobe",
+                    target: "shmem_alloc_and_add_folio",
+                    limits: "pages re-added to the page cache by swap-in are not seen",
+                    check: |k| {
+                        kprobe_target(k, "shmem_alloc_and_add_folio")?;
+                        match func_signature(k, "shmem_alloc_and_add_folio") {
+                            Some((_, ret)) if ret == "struct folio *" => shmem_layout(k),
+                            Some((_, ret)) => Err(format!(
+                                "shmem_alloc_and_add_folio returns `{ret}`, not a folio"
+                            )),
+                            None => Err("shmem_alloc_and_add_folio is not in BTF".into()),
+                        }
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: "shmem_lru_btf",
+                    target: "mm_lru_insertion",
+                    limits: SHMEM_LRU_LIMITS,
+                    check: |k| {
+                        btf_tp_first_arg(k, "mm_lru_insertion", "struct folio *")?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: "shmem_lru_raw",
+                    target: "mm_lru_insertion",
+                    limits: SHMEM_LRU_LIMITS,
+                    check: |k| {
+                        btf_tp_first_arg(k, "mm_lru_insertion", "struct folio *")?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "shmem_lru_tp",
+                    target: "pagemap:mm_lru_insertion",
+                    limits: SHMEM_LRU_LIMITS,
+                    check: |k| {
+                        classic_tp(k, "pagemap", "mm_lru_insertion", &["folio", "flags"])?;
+                        shmem_layout(k)
+                    },
+                },
+            ],
+        },
+        Hook {
+            family: Family::Shmem,
+            name: "shmem:nr_shmem",
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: "shmem_memcg_btf",
+                    target: "mod_memcg_lruvec_state",
+                    limits: "",
+                    check: |k| {
+                        btf_tp_first_arg(k, "mod_memcg_lruvec_state", "struct mem_cgroup *")?;
+                        nr_shmem(k)?;
+                        memcg_enabled()
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: "shmem_memcg_raw",
+                    target: "mod_memcg_lruvec_state",
+                    limits: "",
+                    check: |k| {
+                        btf_tp_first_arg(k, "mod_memcg_lruvec_state", "struct mem_cgroup *")?;
+                        nr_shmem(k)?;
+                        memcg_enabled()
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "shmem_memcg_tp",
+                    target: "memcg:mod_memcg_lruvec_state",
+                    limits: "the cgroup path is the current task's (the charged memcg differs \
+                        only for remote charges)",
+                    check: |k| {
+                        classic_tp(k, "memcg", "mod_memcg_lruvec_state", &["id", "item", "val"])?;
+                        nr_shmem(k)?;
+                        memcg_enabled()
+                    },
+                },
+            ],
+        },
+        Hook {
+            family: Family::Shmem,
+            name: "shmem:free",
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: "shmem_free_btf",
+                    target: "mm_filemap_delete_from_page_cache",
+                    limits: "",
+                    check: |k| {
+                        btf_tp_first_arg(k, "mm_filemap_delete_from_page_cache", "struct folio *")?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: "shmem_free_raw",
+                    target: "mm_filemap_delete_from_page_cache",
+                    limits: "",
+                    check: |k| {
+                        btf_tp_first_arg(k, "mm_filemap_delete_from_page_cache", "struct folio *")?;
+                        shmem_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "shmem_free_tp",
+                    target: "filemap:mm_filemap_delete_from_page_cache",
+                    limits: "no folio: shmem is recognised by superblock (tmpfs mounts, the \
+                        internal shm mount, superblocks seen allocating), and folios truncated before \
+                        their LRU insertion are not counted (LRU allocation strategy)",
+                    check: |k| {
+                        classic_tp(k, "filemap", "mm_filemap_delete_from_page_cache", &[
+                            "s_dev", "i_ino",
+                        ])
+                    },
+                },
+            ],
+        },
+    ]
+}
+
 pub fn table() -> Vec<Hook> {
+    let mut t = table_base();
+    t.extend(shmem_hooks());
+    t
+}
+
+fn table_base() -> Vec<Hook> {
     vec![Hook {
         family: Family::Oom,
         name: "oom:mark_victim",

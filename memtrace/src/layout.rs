@@ -11,6 +11,8 @@ use crate::btf::{Btf, Kind};
 pub struct Resolved {
     pub layout: KernelLayout,
     pub missing: Vec<String>,
+    /// Members only the shmem family needs (a gap there is a shmem coverage gap).
+    pub shmem_missing: Vec<String>,
 }
 
 struct Resolver<'a> {
@@ -102,7 +104,46 @@ pub fn resolve(btf: &Btf) -> Resolved {
     l.kn_parent = r.off("kernfs_node", &["__parent", "parent"]);
     l.kn_id = r.off("kernfs_node", &["id"]);
     l.valid = 1;
-    Resolved { layout: l, missing: r.missing }
+    let shmem_missing = resolve_shmem(btf, &mut l);
+    Resolved { layout: l, missing: r.missing, shmem_missing }
+}
+
+/// The value of `enumerator` in `enum name`.
+pub fn enum_value_in(btf: &Btf, name: &str, enumerator: &str) -> Option<i64> {
+    let t = btf.get(btf.find(name, Kind::Enum).or_else(|| btf.find(name, Kind::Enum64))?)?;
+    t.values.iter().find(|(n, _)| n == enumerator).map(|&(_, v)| v)
+}
+
+/// Shmem: folio -> mapping -> host inode -> superblock, the inode's dentry name, page flag
+/// bits, and the memcg's cgroup. Returns what is missing.
+fn resolve_shmem(btf: &Btf, l: &mut KernelLayout) -> Vec<String> {
+    let mut r = Resolver { btf, missing: Vec::new() };
+    l.folio_flags = r.off("folio", &["flags"]);
+    l.folio_mapping = r.off("folio", &["mapping"]);
+    l.folio_index = r.off("folio", &["index"]);
+    // `_nr_pages` since 6.15 (second page of the folio), `_folio_nr_pages` before.
+    l.folio_nr_pages = r.off("folio", &["_nr_pages", "_folio_nr_pages"]);
+    let mut flag = |name: &str| match enum_value_in(btf, "pageflags", name) {
+        Some(v) if (0..64).contains(&v) => v as u32,
+        _ => {
+            r.missing.push(format!("enum pageflags: no {name}"));
+            ABSENT
+        }
+    };
+    l.pg_head = flag("PG_head");
+    l.pg_lru = flag("PG_lru");
+    l.pg_swapbacked = flag("PG_swapbacked");
+    // An alias of PG_owner_priv_1 (meaningful with PG_swapbacked).
+    l.pg_swapcache = flag("PG_swapcache");
+    l.mapping_host = r.off("address_space", &["host"]);
+    l.inode_sb = r.off("inode", &["i_sb"]);
+    l.inode_ino = r.off("inode", &["i_ino"]);
+    l.inode_dentry = r.off("inode", &["i_dentry"]);
+    l.sb_dev = r.off("super_block", &["s_dev"]);
+    l.dentry_alias = r.off("dentry", &["d_u.d_alias", "d_alias"]);
+    l.dentry_name = r.off("dentry", &["d_name.name"]);
+    l.memcg_css_cgroup = r.off("mem_cgroup", &["css.cgroup"]);
+    r.missing
 }
 
 #[cfg(test)]
@@ -123,6 +164,7 @@ mod tests {
         let btf = Btf::from_file(path).unwrap();
         let r = resolve(&btf);
         assert!(r.missing.is_empty(), "missing: {:?}", r.missing);
+        assert!(r.shmem_missing.is_empty(), "shmem missing: {:?}", r.shmem_missing);
         let l = r.layout;
         assert_eq!(l.task_tgid, l.task_pid + 4);
         assert_ne!(l.memory_cgrp_id, ABSENT, "this kernel has CONFIG_MEMCG");
@@ -133,5 +175,31 @@ mod tests {
         for off in [l.task_mm, l.task_signal, l.task_cgroups, l.cgroup_kn, l.kn_parent] {
             assert_eq!(off % 8, 0);
         }
+    }
+
+    /// The shmem chain folio -> mapping -> inode -> superblock resolves, with the facts
+    /// that hold on every 6.x kernel.
+    #[test]
+    fn resolves_shmem_members() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI machines have BTF");
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        let r = resolve(&btf);
+        assert!(r.shmem_missing.is_empty(), "{:?}", r.shmem_missing);
+        let l = r.layout;
+        // flags, then a list_head (two pointers), then mapping and index.
+        assert_eq!(l.folio_mapping, l.folio_flags + 24);
+        assert_eq!(l.folio_index, l.folio_mapping + 8);
+        // _nr_pages / _folio_nr_pages live in the folio's second struct page.
+        assert!(l.folio_nr_pages >= 64, "{}", l.folio_nr_pages);
+        for bit in [l.pg_head, l.pg_lru, l.pg_swapbacked, l.pg_swapcache] {
+            assert!(bit < 64);
+        }
+        assert_ne!(l.pg_head, l.pg_swapbacked);
+        assert!(enum_value_in(&btf, "node_stat_item", "NR_SHMEM").is_some());
+        assert_eq!(enum_value_in(&btf, "node_stat_item", "NO_SUCH_ITEM"), None);
     }
 }

@@ -13,6 +13,9 @@ mod oom;
 mod output;
 mod probes;
 mod run;
+mod shmem;
+mod shmem_model;
+mod shmem_sys;
 mod system;
 mod tracefs;
 
@@ -57,6 +60,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             interval: None,
             count: None,
         },
+        Command::Shmem(a) => {
+            a.validate_shmem()?;
+            run::Session {
+                families: vec![Family::Shmem],
+                cfg: a.trace.validate()?,
+                opts: family::FamilyOptions {
+                    shmem: shmem::Options { top: a.top, periodic: a.every().is_some() },
+                    ..Default::default()
+                },
+                interval: a.every(),
+                count: a.count,
+            }
+        }
         Command::Oom(a) => run::Session {
             families: vec![Family::Oom],
             cfg: a.validate()?,

@@ -80,7 +80,9 @@ pub fn load_and_attach(
         let mut refused = Vec::new();
         let mut chosen = None;
         for c in &hook.candidates {
-            let result = (c.check)(kernel).and_then(|()| attach(&mut ebpf, kernel, c));
+            let result = disabled(c)
+                .and_then(|()| (c.check)(kernel))
+                .and_then(|()| attach(&mut ebpf, kernel, c));
             match result {
                 Ok(()) => {
                     chosen = Some(Attached {
@@ -106,6 +108,17 @@ pub fn load_and_attach(
         });
     }
     Ok(Probes { ebpf, outcomes })
+}
+
+/// `MEMTRACE_DISABLE=tp_btf,shmem_memcg_btf,...`: strategies or programs not to use (to
+/// exercise fallbacks on a kernel that has better; tests and comparisons).
+fn disabled(c: &Candidate) -> Result<(), String> {
+    let list = std::env::var("MEMTRACE_DISABLE").unwrap_or_default();
+    if list.split(',').map(str::trim).any(|d| d == c.strategy.name() || d == c.program) {
+        Err("disabled by MEMTRACE_DISABLE".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// First line of an error chain plus the tail of a verifier log, short enough for doctor.

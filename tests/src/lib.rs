@@ -75,8 +75,14 @@ pub struct Memtrace {
 impl Memtrace {
     /// Starts memtrace with `args` (which should include --json) and waits for "ready".
     pub fn start(args: &[&str]) -> Memtrace {
+        Memtrace::start_with_env(args, &[])
+    }
+
+    /// [`Memtrace::start`] with extra environment variables (e.g. MEMTRACE_DISABLE).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Memtrace {
         let mut child = Command::new(memtrace_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -362,4 +368,60 @@ pub fn run_memtrace(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A fresh size-limited tmpfs mounted on a temporary directory; unmounted (lazily) and
+/// removed on drop.
+pub struct TmpfsMount {
+    pub dir: PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn new(name: &str, size: u64) -> TmpfsMount {
+        require_root();
+        let dir = std::env::temp_dir().join(format!("memtrace-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let target = c(dir.to_str().expect("utf-8"));
+        let opts = c(&format!("size={size},mode=0755"));
+        // SAFETY: valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c("tmpfs").as_ptr(),
+                target.as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs on {}: {}", dir.display(), std::io::Error::last_os_error());
+        TmpfsMount { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8")
+    }
+
+    /// `df` used bytes.
+    pub fn used(&self) -> u64 {
+        let c = std::ffi::CString::new(self.dir_str()).expect("no NUL");
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid path and out pointer.
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+        (st.f_blocks - st.f_bfree) as u64 * st.f_bsize as u64
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        if let Ok(c) = std::ffi::CString::new(self.dir_str()) {
+            // SAFETY: valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

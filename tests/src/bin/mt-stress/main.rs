@@ -5,9 +5,16 @@
 //!
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+//!   tmpfs-write --path P --mb N [--hold] [--go F]  write N MiB into a tmpfs file, exit
+//!                                        (shmem.rs)
+//!   memfd-write --name S --mb N [--exit] write N MiB into a memfd, hold it
+//!   shm-write --name S --mb N [--hold]   touch N MiB of /dev/shm/S through a mapping, exit
+//!   sysv-write --mb N [--hold]           touch N MiB of a SysV segment, detach, exit
+//!   shared-anon --mb N [--exit]          touch N MiB of shared anonymous memory, hold it
 
 mod common;
 mod hog;
+mod shmem;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +26,11 @@ fn main() {
     opts.apply();
     match workload.as_str() {
         "hog" => hog::run(&opts),
+        "tmpfs-write" => shmem::tmpfs_write(&opts),
+        "memfd-write" => shmem::memfd_write(&opts),
+        "shm-write" => shmem::shm_write(&opts),
+        "sysv-write" => shmem::sysv_write(&opts),
+        "shared-anon" => shmem::shared_anon(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");
             std::process::exit(2);

@@ -86,7 +86,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             continue;
         }
         let fstype = r[0];
-        if !matches!(fstype, "tmpfs" | "devtmpfs") {
+        // rootfs is a tmpfs or a ramfs (the initramfs root): `mounts` keeps the tmpfs ones.
+        if !matches!(fstype, "tmpfs" | "devtmpfs" | "rootfs") {
             continue;
         }
         let Some((maj, min)) = l[2].split_once(':') else { continue };
@@ -114,7 +115,19 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 }
 
 pub fn mounts() -> Vec<Mount> {
-    parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    let mut v =
+        parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    v.retain(|m| m.fstype != "rootfs" || is_tmpfs(&m.point));
+    v
+}
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+fn is_tmpfs(point: &Path) -> bool {
+    let Ok(c) = CString::new(point.as_os_str().as_encoded_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC }
 }
 
 /// `df` of a mount: (used bytes, size bytes). A tmpfs without a size limit reports no

@@ -74,10 +74,21 @@ fn unescape(s: &str) -> String {
 }
 
 /// The shmem-backed mounts in a mountinfo text, one per superblock (the mount of the
-/// filesystem's root preferred, then the shortest mount point).
+/// filesystem's root preferred, then the shortest mount point). A mount hidden by a later
+/// mount on the same point is not reachable by path and is left out.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut by_dev: HashMap<u32, Mount> = HashMap::new();
-    for line in text.lines() {
+    // The last mount on each point is the visible one.
+    let mut top: HashMap<String, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if let Some(point) = line.split(' ').nth(4) {
+            top.insert(point.to_string(), n);
+        }
+    }
+    for (n, line) in text.lines().enumerate() {
+        if line.split(' ').nth(4).and_then(|p| top.get(p)) != Some(&n) {
+            continue;
+        }
         // id parent maj:min root point options [optional...] - fstype source super-options
         let Some((left, right)) = line.split_once(" - ") else { continue };
         let l: Vec<&str> = left.split(' ').collect();
@@ -117,8 +128,13 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 pub fn mounts() -> Vec<Mount> {
     let mut v =
         parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    v.retain(|m| m.fstype != "rootfs" || is_tmpfs(&m.point));
+    v.retain(|m| (m.fstype != "rootfs" || is_tmpfs(&m.point)) && reachable(m));
     v
+}
+
+/// The mount point really is that superblock (not shadowed, not in another namespace).
+fn reachable(m: &Mount) -> bool {
+    std::fs::metadata(&m.point).is_ok_and(|md| kdev_of_st(md.dev()) == m.dev)
 }
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -263,10 +279,14 @@ mod tests {
 29 30 0:40 / /mnt/with\\040space rw - tmpfs none rw,size=4k
 30 30 0:41 /x /b rw - tmpfs none rw
 31 30 0:41 /x /a/longer rw - tmpfs none rw
+32 30 0:50 / /stacked rw - tmpfs none rw
+33 30 0:51 / /stacked rw - tmpfs none rw
 ";
         let m = parse_mountinfo(t);
         let by = |d: u32| m.iter().find(|x| x.dev == d).unwrap();
-        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m.len(), 5, "{m:?}");
+        assert!(!m.iter().any(|x| x.dev == kdev(0, 50)), "hidden by 0:51");
+        assert_eq!(by(kdev(0, 51)).point, Path::new("/stacked"));
         assert_eq!(by(kdev(0, 5)).fstype, "devtmpfs");
         assert_eq!(by(kdev(0, 24)).point, Path::new("/dev/shm"), "the root mount wins");
         assert_eq!(by(kdev(0, 40)).point, Path::new("/mnt/with space"));

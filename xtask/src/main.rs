@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_shmem;
 mod setup;
 mod test;
 mod util;
@@ -26,6 +27,14 @@ enum Cmd {
     },
     /// The whole suite: unit tests, host integration tests (root, real kernel).
     Test(test::Options),
+    /// Benchmarks of a family's kernel-side cost (root): `cargo xtask bench shmem`.
+    Bench {
+        /// The family (shmem).
+        family: String,
+        /// The family's benchmark options (`cargo xtask bench shmem -- --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +48,9 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
+        Cmd::Bench { family, args } => match family.as_str() {
+            "shmem" => bench_shmem::run(&args),
+            other => anyhow::bail!("no benchmark for family `{other}` (have: shmem)"),
+        },
     }
 }

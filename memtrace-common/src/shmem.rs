@@ -13,6 +13,16 @@
 //!   per CPU; LRU insertions consume those runs in order, which names the allocator exactly
 //!   as long as the batch is not shared with re-inserted folios (migration, isolation).
 //! - Free: `filemap:mm_filemap_delete_from_page_cache`, in the freeing task's context.
+//!
+//! Known limits (stated in the reports' accuracy record and doctor's gap texts):
+//! - Up to one per-CPU LRU batch (31 folios per CPU) can wait to be drained: with the LRU
+//!   strategy those pages are attributed when the batch drains, or at their free.
+//! - Swap is not modelled (the development machines have none): a shmem page written to
+//!   swap leaves the page cache without a delete event, so it stays live here (it still
+//!   belongs to the file) while /proc/meminfo Shmem drops; swapping it back in counts it
+//!   again.
+//! - khugepaged collapsing small shmem pages into a huge page replaces them without the
+//!   events above; the huge page's eventual free is counted in full.
 
 use crate::TASK_COMM_LEN;
 

@@ -117,12 +117,11 @@ pub struct TaskStats {
 pub const TASK_FROM_NR_SHMEM: u32 = 1;
 pub const TASK_FROM_ALLOC_HOOK: u32 = 2;
 
-/// Per superblock (kernel dev_t).
+/// Per superblock (kernel dev_t). Allocated and freed totals are the sums over its inodes
+/// (computed by the agent: one map update less per page).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DevStats {
-    pub alloc_pages: u64,
-    pub freed_pages: u64,
     /// Pages freed from inodes memtrace never saw allocating: allocated before it started.
     pub unseen_freed_pages: u64,
 }

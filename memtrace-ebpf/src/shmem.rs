@@ -146,7 +146,6 @@ fn now() -> u64 {
 struct Owner {
     tgid: u32,
     pid: u32,
-    how: u32,
     cgroup_id: u64,
     comm: [u8; TASK_COMM_LEN],
 }
@@ -160,16 +159,21 @@ fn current_memcg_cgroup() -> Option<*const u8> {
 }
 
 #[inline(always)]
-fn current_owner(how: u32) -> Owner {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn current_owner() -> Owner {
+    current_owner_in(bpf_get_current_pid_tgid(), current_memcg_cgroup())
+}
+
+/// The current task with the given memory cgroup.
+#[inline(always)]
+fn current_owner_in(pid_tgid: u64, cgrp: Option<*const u8>) -> Owner {
     let comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
-    let cgroup_id = current_memcg_cgroup().and_then(|c| kernel::cgroup_id(c).ok()).unwrap_or(0);
-    Owner { tgid: (pid_tgid >> 32) as u32, pid: pid_tgid as u32, how, cgroup_id, comm }
+    let cgroup_id = cgrp.and_then(|c| kernel::cgroup_id(c).ok()).unwrap_or(0);
+    Owner { tgid: (pid_tgid >> 32) as u32, pid: pid_tgid as u32, cgroup_id, comm }
 }
 
 #[inline(always)]
 fn run_owner(r: &CpuRun) -> Owner {
-    Owner { tgid: r.tgid, pid: r.pid, how: HOW_CPU_RUN, cgroup_id: r.cgroup_id, comm: r.comm }
+    Owner { tgid: r.tgid, pid: r.pid, cgroup_id: r.cgroup_id, comm: r.comm }
 }
 
 /// Sends the cgroup path of a task seen for the first time (the cgroup may be gone later).
@@ -201,30 +205,31 @@ fn emit_task(o: &Owner, cgrp: Option<*const u8>) {
     entry.submit(0);
 }
 
-/// Adds `added`/`removed` pages to a task's totals; a new task is inserted (and announced)
-/// only when it adds pages.
+/// Adds pages to a known task's totals; false when the task has no entry yet.
 #[inline(always)]
-fn task_update(o: &Owner, added: u64, removed: u64, source: u32, cgrp: Option<*const u8>) {
-    let t = now();
-    if let Some(p) = SHMEM_TASKS.get_ptr_mut(&o.tgid) {
-        // SAFETY: map value pointer.
-        unsafe {
-            if added > 0 {
-                add(&raw mut (*p).added_pages, added);
-            }
-            if removed > 0 {
-                add(&raw mut (*p).removed_pages, removed);
-            }
-            (*p).last_ns = t;
+fn task_add(tgid: u32, added: u64, removed: u64) -> bool {
+    let Some(p) = SHMEM_TASKS.get_ptr_mut(&tgid) else { return false };
+    // SAFETY: map value pointer.
+    unsafe {
+        if added > 0 {
+            add(&raw mut (*p).added_pages, added);
         }
-        return;
+        if removed > 0 {
+            add(&raw mut (*p).removed_pages, removed);
+        }
+        (*p).last_ns = now();
     }
-    if added == 0 {
-        return;
-    }
+    true
+}
+
+/// A task seen adding shmem pages for the first time: its entry, and its cgroup path for
+/// the agent.
+#[inline(always)]
+fn task_insert(o: &Owner, added: u64, source: u32, cgrp: Option<*const u8>) {
+    let t = now();
     let v = TaskStats {
         added_pages: added,
-        removed_pages: removed,
+        removed_pages: 0,
         first_ns: t,
         last_ns: t,
         cgroup_id: o.cgroup_id,
@@ -235,49 +240,46 @@ fn task_update(o: &Owner, added: u64, removed: u64, source: u32, cgrp: Option<*c
     match SHMEM_TASKS.insert(&o.tgid, &v, BPF_NOEXIST as u64) {
         Ok(()) => emit_task(o, cgrp),
         Err(_) => {
-            if let Some(p) = SHMEM_TASKS.get_ptr_mut(&o.tgid) {
-                // SAFETY: map value pointer (another CPU inserted it first).
-                unsafe { add(&raw mut (*p).added_pages, added) };
-            } else {
+            // Another CPU inserted it first, or the map is full.
+            if !task_add(o.tgid, added, 0) {
                 count(Family::Shmem, stats::MAP_FULL);
             }
         }
     }
 }
 
+/// Makes sure the superblock is known (the classic free tracepoint filters on it).
 #[inline(always)]
-fn dev_update(dev: u32, alloc: u64, freed: u64, unseen: u64) {
-    let p = match SHMEM_DEVS.get_ptr_mut(&dev) {
-        Some(p) => p,
-        None => {
-            let zero = DevStats { alloc_pages: 0, freed_pages: 0, unseen_freed_pages: 0 };
-            let _ = SHMEM_DEVS.insert(&dev, &zero, BPF_NOEXIST as u64);
-            match SHMEM_DEVS.get_ptr_mut(&dev) {
-                Some(p) => p,
-                None => {
-                    count(Family::Shmem, stats::MAP_FULL);
-                    return;
-                }
-            }
-        }
-    };
-    // SAFETY: map value pointer.
-    unsafe {
-        if alloc > 0 {
-            add(&raw mut (*p).alloc_pages, alloc);
-        }
-        if freed > 0 {
-            add(&raw mut (*p).freed_pages, freed);
-        }
-        if unseen > 0 {
-            add(&raw mut (*p).unseen_freed_pages, unseen);
-        }
+fn dev_register(dev: u32) {
+    if SHMEM_DEVS.get_ptr(&dev).is_none() {
+        let zero = DevStats { unseen_freed_pages: 0 };
+        let _ = SHMEM_DEVS.insert(&dev, &zero, BPF_NOEXIST as u64);
     }
 }
 
-/// Counts `nr` pages allocated into `inode` (key `dev`, `ino`) by `o`.
+/// Pages freed from an inode memtrace never saw allocating (allocated before it started).
 #[inline(always)]
-fn record_alloc(inode: *const u8, dev: u32, ino: u64, nr: u64, o: &Owner) {
+fn dev_unseen(dev: u32, pages: u64) {
+    dev_register(dev);
+    match SHMEM_DEVS.get_ptr_mut(&dev) {
+        // SAFETY: map value pointer.
+        Some(p) => add(unsafe { &raw mut (*p).unseen_freed_pages }, pages),
+        None => count(Family::Shmem, stats::MAP_FULL),
+    }
+}
+
+/// Counts `nr` pages allocated into `inode` (key `dev`, `ino`) by task `tgid`; `owner` is
+/// called only when a new writer entry needs the task's name and cgroup.
+#[inline(always)]
+fn record_alloc(
+    inode: *const u8,
+    dev: u32,
+    ino: u64,
+    nr: u64,
+    tgid: u32,
+    how: u32,
+    owner: impl Fn() -> Owner,
+) {
     let t = now();
     let key = InodeKey { dev, _pad: 0, ino };
     bump(counter::ALLOC_FOLIOS, 1);
@@ -299,55 +301,55 @@ fn record_alloc(inode: *const u8, dev: u32, ino: u64, nr: u64, o: &Owner) {
                 s.last_ns = t;
                 s.name = [0; SHMEM_NAME_LEN];
                 let _ = kernel::inode_name(inode, &mut s.name);
+                dev_register(dev);
                 if SHMEM_INODES.insert(&key, s, BPF_NOEXIST as u64).is_err() {
                     match SHMEM_INODES.get_ptr_mut(&key) {
                         // SAFETY: map value pointer (inserted concurrently).
-                        Some(p) => unsafe { add(&raw mut (*p).alloc_pages, nr) },
+                        Some(p) => add(unsafe { &raw mut (*p).alloc_pages }, nr),
                         None => count(Family::Shmem, stats::MAP_FULL),
                     }
                 }
             }
         }
     }
-    let wkey = WriterKey { dev, tgid: o.tgid, ino };
+    let wkey = WriterKey { dev, tgid, ino };
     match SHMEM_WRITERS.get_ptr_mut(&wkey) {
         Some(p) => {
             // SAFETY: map value pointer.
             unsafe {
                 add(&raw mut (*p).alloc_pages, nr);
                 (*p).last_ns = t;
-                if o.how > (*p).how {
-                    (*p).how = o.how;
+                if how > (*p).how {
+                    (*p).how = how;
                 }
             }
         }
         None => {
+            let o = owner();
             let w = WriterStats {
                 alloc_pages: nr,
                 first_ns: t,
                 last_ns: t,
                 cgroup_id: o.cgroup_id,
                 pid: o.pid,
-                how: o.how,
+                how,
                 comm: o.comm,
             };
             if SHMEM_WRITERS.insert(&wkey, &w, BPF_NOEXIST as u64).is_err() {
                 match SHMEM_WRITERS.get_ptr_mut(&wkey) {
                     // SAFETY: map value pointer (inserted concurrently).
-                    Some(p) => unsafe { add(&raw mut (*p).alloc_pages, nr) },
+                    Some(p) => add(unsafe { &raw mut (*p).alloc_pages }, nr),
                     None => count(Family::Shmem, stats::MAP_FULL),
                 }
             }
         }
     }
-    dev_update(dev, nr, 0, 0);
 }
 
 /// Counts `nr` pages freed from inode (`dev`, `ino`), in the freeing task's context.
 #[inline(always)]
-fn record_free(dev: u32, ino: u64, nr: u64) {
+fn record_free(dev: u32, ino: u64, nr: u64, rt: u32) {
     let key = InodeKey { dev, _pad: 0, ino };
-    let mut unseen = 0;
     match SHMEM_INODES.get_ptr_mut(&key) {
         Some(p) => {
             // SAFETY: map value pointer.
@@ -357,15 +359,20 @@ fn record_free(dev: u32, ino: u64, nr: u64) {
             }
         }
         None => {
-            unseen = nr;
             bump(counter::UNSEEN_FREED_PAGES, nr);
+            dev_unseen(dev, nr);
         }
     }
-    dev_update(dev, 0, nr, unseen);
-    if runtime() & RT_NR_SHMEM_SEEN == 0 {
-        // Without the NR_SHMEM hook, the free hook says who freed.
-        let o = current_owner(HOW_EXACT);
-        task_update(&o, 0, nr, TASK_FROM_ALLOC_HOOK, None);
+    if rt & RT_NR_SHMEM_SEEN == 0 {
+        // Without the NR_SHMEM hook, the free hook says who freed (tasks already known).
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if let Some(p) = SHMEM_TASKS.get_ptr_mut(&tgid) {
+            // SAFETY: map value pointer.
+            unsafe {
+                add(&raw mut (*p).removed_pages, nr);
+                (*p).last_ns = now();
+            }
+        }
     }
 }
 
@@ -377,16 +384,19 @@ fn record_free(dev: u32, ino: u64, nr: u64) {
 #[inline(always)]
 fn try_added(folio: *const u8, mapping: *const u8) -> Result<(), i64> {
     count(Family::Shmem, stats::EVENTS);
-    set_runtime(RT_ALLOC_EXACT_SEEN);
+    let rt = runtime();
+    if rt & RT_ALLOC_EXACT_SEEN == 0 {
+        set_runtime(RT_ALLOC_EXACT_SEEN);
+    }
     let l = layout();
     let flags = kernel::folio_flags(folio)?;
     let nr = kernel::folio_nr_pages(folio, flags) as u64;
     let inode = read_ptr(mapping, get(&l.mapping_host))?;
     let (dev, ino) = kernel::inode_key(inode)?;
-    let o = current_owner(HOW_EXACT);
-    record_alloc(inode, dev, ino, nr, &o);
-    if runtime() & RT_NR_SHMEM_SEEN == 0 {
-        task_update(&o, nr, 0, TASK_FROM_ALLOC_HOOK, current_memcg_cgroup());
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    record_alloc(inode, dev, ino, nr, tgid, HOW_EXACT, || current_owner());
+    if rt & RT_NR_SHMEM_SEEN == 0 && !task_add(tgid, nr, 0) {
+        task_insert(&current_owner(), nr, TASK_FROM_ALLOC_HOOK, current_memcg_cgroup());
     }
     Ok(())
 }
@@ -483,7 +493,26 @@ fn peek_run(tgid: u32) -> Option<CpuRun> {
     Some(c.runs[head & (SHMEM_CPU_RUNS - 1)])
 }
 
-/// Queues `pages` allocated by the current task on this CPU (NR_SHMEM hook).
+/// Adds `pages` to the newest run of this CPU if it is task `pid`'s.
+#[inline(always)]
+fn extend_run(pid: u32, pages: u32) -> bool {
+    let Some(c) = SHMEM_CPU.get_ptr_mut(0) else { return false };
+    // SAFETY: per-CPU value.
+    let c = unsafe { &mut *c };
+    let len = c.len as usize;
+    if len == 0 || len > SHMEM_CPU_RUNS {
+        return false;
+    }
+    let r = &mut c.runs[(c.head as usize + len - 1) & (SHMEM_CPU_RUNS - 1)];
+    if r.pid != pid {
+        return false;
+    }
+    r.pages = r.pages.saturating_add(pages).min(SHMEM_RUN_CAP);
+    true
+}
+
+/// Queues a new run of `pages` allocated by `o` on this CPU (NR_SHMEM hook). When the queue
+/// is full the pages join the newest run (counted, misattributed to its task).
 #[inline(always)]
 fn push_run(o: &Owner, pages: u32) {
     let Some(c) = SHMEM_CPU.get_ptr_mut(0) else { return };
@@ -495,19 +524,13 @@ fn push_run(o: &Owner, pages: u32) {
         c.len = 0;
     }
     let head = c.head as usize;
-    if len > 0 {
-        let last = (head + len - 1) & (SHMEM_CPU_RUNS - 1);
-        let r = &mut c.runs[last];
-        if r.pid == o.pid || len == SHMEM_CPU_RUNS {
-            if r.pid != o.pid {
-                bump(counter::RUNS_MERGED, 1);
-            }
-            r.pages = r.pages.saturating_add(pages).min(SHMEM_RUN_CAP);
-            return;
-        }
+    if len == SHMEM_CPU_RUNS {
+        bump(counter::RUNS_MERGED, 1);
+        let r = &mut c.runs[(head + len - 1) & (SHMEM_CPU_RUNS - 1)];
+        r.pages = r.pages.saturating_add(pages).min(SHMEM_RUN_CAP);
+        return;
     }
-    let slot = (head + len) & (SHMEM_CPU_RUNS - 1);
-    c.runs[slot] = CpuRun {
+    c.runs[(head + len) & (SHMEM_CPU_RUNS - 1)] = CpuRun {
         tgid: o.tgid,
         pid: o.pid,
         pages: pages.min(SHMEM_RUN_CAP),
@@ -539,9 +562,10 @@ fn try_lru(folio: *const u8) -> Result<(), i64> {
     let Some((flags, mapping)) = shmem_folio(folio)? else { return Ok(()) };
     count(Family::Shmem, stats::EVENTS);
     let nr = kernel::folio_nr_pages(folio, flags);
-    let owner = if runtime() & RT_NR_SHMEM_SEEN != 0 {
+    let rt = runtime();
+    let run = if rt & RT_NR_SHMEM_SEEN != 0 {
         match pop_run(nr) {
-            Some(r) => run_owner(&r),
+            Some(r) => Some(r),
             None => {
                 // No NR_SHMEM increase pending on this CPU: a folio put back after
                 // isolation or migration, not a new one.
@@ -550,22 +574,29 @@ fn try_lru(folio: *const u8) -> Result<(), i64> {
             }
         }
     } else {
-        current_owner(HOW_DRAIN_TASK)
+        None
     };
     if mapping.is_null() {
         // Truncated while waiting in the per-CPU batch: counted at the free.
         bump(counter::LRU_TRUNCATED, 1);
         return Ok(());
     }
-    bump(
-        if owner.how == HOW_CPU_RUN { counter::RUN_ATTRIBUTED } else { counter::DRAIN_ATTRIBUTED },
-        1,
-    );
     let inode = read_ptr(mapping, get(&layout().mapping_host))?;
     let (dev, ino) = kernel::inode_key(inode)?;
-    record_alloc(inode, dev, ino, nr as u64, &owner);
-    if runtime() & RT_NR_SHMEM_SEEN == 0 {
-        task_update(&owner, nr as u64, 0, TASK_FROM_ALLOC_HOOK, current_memcg_cgroup());
+    match run {
+        Some(r) => {
+            bump(counter::RUN_ATTRIBUTED, 1);
+            record_alloc(inode, dev, ino, nr as u64, r.tgid, HOW_CPU_RUN, || run_owner(&r));
+        }
+        None => {
+            bump(counter::DRAIN_ATTRIBUTED, 1);
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            let owner = || current_owner();
+            record_alloc(inode, dev, ino, nr as u64, tgid, HOW_DRAIN_TASK, owner);
+            if !task_add(tgid, nr as u64, 0) {
+                task_insert(&owner(), nr as u64, TASK_FROM_ALLOC_HOOK, current_memcg_cgroup());
+            }
+        }
     }
     Ok(())
 }
@@ -607,22 +638,46 @@ pub fn shmem_lru_tp(ctx: TracePointContext) -> u32 {
 // Who and how much: memcg:mod_memcg_lruvec_state(memcg, item, val), item NR_SHMEM, in the
 // context of the task adding (or removing) the pages.
 
+/// `memcg` (BTF tracepoints) or `id` (classic) names the charged memory cgroup. The common
+/// case (the same task adding again on this CPU) reads nothing from the kernel: the task's
+/// name and cgroup are read only for a new run or a new task.
 #[inline(always)]
-fn try_nr_shmem(val: i32, cgroup_id: u64, cgrp: Option<*const u8>) {
+fn try_nr_shmem(val: i32, memcg: Option<*const u8>, id: u64) {
     count(Family::Shmem, stats::EVENTS);
     bump(counter::NR_SHMEM_EVENTS, 1);
-    set_runtime(RT_NR_SHMEM_SEEN);
-    let mut o = current_owner(HOW_EXACT);
-    if cgroup_id != 0 {
-        o.cgroup_id = cgroup_id;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let pages = val.unsigned_abs() as u64;
+    if val < 0 {
+        task_add(tgid, 0, pages);
+        return;
     }
-    if val > 0 {
-        task_update(&o, val as u64, 0, TASK_FROM_NR_SHMEM, cgrp.or_else(current_memcg_cgroup));
-        if runtime() & RT_ALLOC_EXACT_SEEN == 0 {
-            push_run(&o, val as u32);
-        }
-    } else if val < 0 {
-        task_update(&o, 0, val.unsigned_abs() as u64, TASK_FROM_NR_SHMEM, None);
+    if val == 0 {
+        return;
+    }
+    let rt = runtime();
+    if rt & RT_NR_SHMEM_SEEN == 0 {
+        set_runtime(RT_NR_SHMEM_SEEN);
+    }
+    let queue = rt & RT_ALLOC_EXACT_SEEN == 0;
+    let extended = queue && extend_run(pid, val as u32);
+    let known = task_add(tgid, pages, 0);
+    if known && (extended || !queue) {
+        return;
+    }
+    let cgrp = match memcg {
+        Some(m) => kernel::memcg_cgroup(m).ok(),
+        None => current_memcg_cgroup(),
+    };
+    let mut o = current_owner_in(pid_tgid, cgrp);
+    if id != 0 {
+        o.cgroup_id = id;
+    }
+    if queue && !extended {
+        push_run(&o, val as u32);
+    }
+    if !known {
+        task_insert(&o, pages, TASK_FROM_NR_SHMEM, cgrp);
     }
 }
 
@@ -640,9 +695,7 @@ pub fn shmem_memcg_btf(ctx: BtfTracePointContext) -> i32 {
     }
     let memcg: *const u8 = ctx.arg(0);
     let val: i32 = ctx.arg(2);
-    let cgrp = kernel::memcg_cgroup(memcg).ok();
-    let id = cgrp.and_then(|c| kernel::cgroup_id(c).ok()).unwrap_or(0);
-    try_nr_shmem(val, id, cgrp);
+    try_nr_shmem(val, Some(memcg), 0);
     0
 }
 
@@ -654,9 +707,7 @@ pub fn shmem_memcg_raw(ctx: RawTracePointContext) -> i32 {
     }
     let memcg: *const u8 = ctx.arg(0);
     let val: i32 = ctx.arg(2);
-    let cgrp = kernel::memcg_cgroup(memcg).ok();
-    let id = cgrp.and_then(|c| kernel::cgroup_id(c).ok()).unwrap_or(0);
-    try_nr_shmem(val, id, cgrp);
+    try_nr_shmem(val, Some(memcg), 0);
     0
 }
 
@@ -673,7 +724,7 @@ pub fn shmem_memcg_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: as above. The id is the memcg's cgroup id; its path is read from the current
     // task's memcg, which is the charged one except for remote charges.
     let id = unsafe { ctx.read_at::<u64>(cfg(&c.memcg_id_off) as usize) }.unwrap_or(0);
-    try_nr_shmem(val, id, None);
+    try_nr_shmem(val, None, id);
     0
 }
 
@@ -692,22 +743,18 @@ fn try_free_folio(folio: *const u8) -> Result<(), i64> {
     let nr = kernel::folio_nr_pages(folio, flags) as u64;
     let inode = read_ptr(mapping, get(&l.mapping_host))?;
     let (dev, ino) = kernel::inode_key(inode)?;
-    if runtime() & RT_ALLOC_EXACT_SEEN == 0 && !flag_set(flags, get(&l.pg_lru)) {
+    let rt = runtime();
+    if rt & RT_ALLOC_EXACT_SEEN == 0 && !flag_set(flags, get(&l.pg_lru)) {
         // Allocated while traced but still waiting in a per-CPU LRU batch: its LRU insertion
         // (if any) comes after this free, with no mapping. Count the allocation here.
         bump(counter::FREED_BEFORE_LRU, 1);
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let owner = if runtime() & RT_NR_SHMEM_SEEN != 0 {
-            match peek_run(tgid) {
-                Some(r) => run_owner(&r),
-                None => current_owner(HOW_DRAIN_TASK),
-            }
-        } else {
-            current_owner(HOW_DRAIN_TASK)
-        };
-        record_alloc(inode, dev, ino, nr, &owner);
+        match (rt & RT_NR_SHMEM_SEEN != 0).then(|| peek_run(tgid)).flatten() {
+            Some(r) => record_alloc(inode, dev, ino, nr, r.tgid, HOW_CPU_RUN, || run_owner(&r)),
+            None => record_alloc(inode, dev, ino, nr, tgid, HOW_DRAIN_TASK, || current_owner()),
+        }
     }
-    record_free(dev, ino, nr);
+    record_free(dev, ino, nr, rt);
     Ok(())
 }
 
@@ -746,6 +793,6 @@ pub fn shmem_free_tp(ctx: TracePointContext) -> u32 {
         // SAFETY: as above.
         unsafe { ctx.read_at::<u8>(order_off as usize) }.unwrap_or(0) as u32
     };
-    record_free(dev, ino, 1u64 << (order & 31));
+    record_free(dev, ino, 1u64 << (order & 31), runtime());
     0
 }

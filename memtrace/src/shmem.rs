@@ -22,8 +22,7 @@ use memtrace_common::{
     layout::ABSENT,
     shmem::{
         DevStats, InodeKey, InodeStats, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, ShmemConfig,
-        ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats,
-        WriterKey, WriterStats, counter,
+        ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats, WriterKey, WriterStats, counter,
     },
 };
 use serde::Serialize;
@@ -162,7 +161,7 @@ pub struct Agent {
     paths: HashMap<u32, PathCache>,
     last_emitted: HashMap<(u32, u64, u32), (u64, u64)>,
     last_writer: HashMap<u32, (u64, u64)>,
-    retired_excess: BTreeMap<u32, u64>,
+    retired: BTreeMap<u32, model::Retired>,
     retired_inodes: u64,
     reports: u64,
 }
@@ -209,7 +208,7 @@ impl Agent {
             paths: HashMap::new(),
             last_emitted: HashMap::new(),
             last_writer: HashMap::new(),
-            retired_excess: BTreeMap::new(),
+            retired: BTreeMap::new(),
             retired_inodes: 0,
             reports: 0,
         };
@@ -357,7 +356,7 @@ impl Agent {
     fn report(&mut self, final_: bool) {
         self.reports += 1;
         let snap = self.snapshot();
-        let views = model::analyze(&snap, &self.retired_excess);
+        let views = model::analyze(&snap, &self.retired);
         self.refresh_mounts(&views);
         let time = output::rfc3339(output::boot_to_wall_ns(boot_now_ns()));
         let page = self.page;
@@ -391,7 +390,7 @@ impl Agent {
             let live = v.live() * page;
             let pre = base.map(|b| model::preexisting(b, v.preexisting_freed() * page));
             let files = v.inodes.iter().filter(|i| i.live() > 0).count();
-            let active = v.stats.alloc_pages > 0 || v.stats.freed_pages > 0;
+            let active = v.allocated() > 0 || v.freed() > 0;
             if !active && !internal && df.is_none_or(|(used, _)| used == 0) {
                 continue;
             }
@@ -417,8 +416,8 @@ impl Agent {
                     (Some((used, _)), Some(p)) => Some(model::unexplained(used, live, p)),
                     _ => None,
                 },
-                allocated_bytes: v.stats.alloc_pages * page,
-                freed_bytes: v.stats.freed_pages * page,
+                allocated_bytes: v.allocated() * page,
+                freed_bytes: v.freed() * page,
                 files,
                 writers: writers.len(),
                 time: time.clone(),
@@ -634,7 +633,10 @@ impl Agent {
                 if i.live() > 0 || now.saturating_sub(i.last_ns) < RETIRE_IDLE_NS {
                     continue;
                 }
-                *self.retired_excess.entry(v.dev).or_default() += i.excess();
+                let r = self.retired.entry(v.dev).or_default();
+                r.alloc += i.alloc;
+                r.freed += i.freed;
+                r.excess += i.excess();
                 let _ = self.inodes.remove(&i.key);
                 for w in &i.writers {
                     let _ = self.writers.remove(&WriterKey {

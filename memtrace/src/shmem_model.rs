@@ -10,8 +10,9 @@
 //!   order they started writing (oldest first), which is right for rewrite, rotate and
 //!   delete patterns; for a file several writers append to concurrently and that is then
 //!   truncated from the end, the split between them is approximate (the inode total is not).
-//! - Per superblock: live = allocated - (freed - freed from unseen inodes - excess);
-//!   pre-existing = (df used when first seen - live then) - pre-existing pages freed since.
+//! - Per superblock: live = the sum of its inodes' live pages; pre-existing = (df used when
+//!   first seen - live then) - pre-existing pages freed since (frees of inodes never seen
+//!   allocating, and excess frees).
 
 use std::collections::BTreeMap;
 
@@ -68,25 +69,39 @@ impl InodeView {
     }
 }
 
+/// Totals of inodes the agent retired from the kernel maps (fully freed, idle).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    pub alloc: u64,
+    pub freed: u64,
+    /// Their frees of pages allocated before memtrace started.
+    pub excess: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DevView {
     pub dev: u32,
     pub stats: DevStats,
-    /// Excess frees of inodes whose entries the agent retired.
-    pub retired_excess: u64,
+    pub retired: Retired,
     pub inodes: Vec<InodeView>,
 }
 
 impl DevView {
     pub fn excess(&self) -> u64 {
-        self.inodes.iter().map(InodeView::excess).sum::<u64>() + self.retired_excess
+        self.inodes.iter().map(InodeView::excess).sum::<u64>() + self.retired.excess
     }
     /// Pages memtrace saw allocated and not yet freed.
     pub fn live(&self) -> u64 {
-        let s = &self.stats;
-        let freed_attributed =
-            s.freed_pages.saturating_sub(s.unseen_freed_pages).saturating_sub(self.excess());
-        s.alloc_pages.saturating_sub(freed_attributed)
+        self.inodes.iter().map(InodeView::live).sum()
+    }
+    pub fn allocated(&self) -> u64 {
+        self.inodes.iter().map(|i| i.alloc).sum::<u64>() + self.retired.alloc
+    }
+    /// Every page freed while traced (including pre-existing ones).
+    pub fn freed(&self) -> u64 {
+        self.inodes.iter().map(|i| i.freed).sum::<u64>()
+            + self.retired.freed
+            + self.stats.unseen_freed_pages
     }
     /// Pages freed that were allocated before memtrace started.
     pub fn preexisting_freed(&self) -> u64 {
@@ -111,7 +126,7 @@ pub fn cstr(b: &[u8]) -> String {
 }
 
 /// Groups the snapshot per superblock and inode, with each inode's frees apportioned.
-pub fn analyze(snap: &Snapshot, retired_excess: &BTreeMap<u32, u64>) -> BTreeMap<u32, DevView> {
+pub fn analyze(snap: &Snapshot, retired: &BTreeMap<u32, Retired>) -> BTreeMap<u32, DevView> {
     let mut devs: BTreeMap<u32, DevView> = BTreeMap::new();
     for (dev, s) in &snap.devs {
         devs.insert(*dev, DevView { dev: *dev, stats: *s, ..Default::default() });
@@ -169,10 +184,9 @@ pub fn analyze(snap: &Snapshot, retired_excess: &BTreeMap<u32, u64>) -> BTreeMap
             .inodes
             .push(i);
     }
-    for (dev, ex) in retired_excess {
-        devs.entry(*dev)
-            .or_insert_with(|| DevView { dev: *dev, ..Default::default() })
-            .retired_excess = *ex;
+    for (dev, r) in retired {
+        devs.entry(*dev).or_insert_with(|| DevView { dev: *dev, ..Default::default() }).retired =
+            *r;
     }
     devs
 }
@@ -301,8 +315,8 @@ mod tests {
             ],
             tasks: vec![],
             devs: vec![
-                (52, DevStats { alloc_pages: 16_394, freed_pages: 34, unseen_freed_pages: 20 }),
-                (7, DevStats { alloc_pages: 256, freed_pages: 256, unseen_freed_pages: 0 }),
+                (52, DevStats { unseen_freed_pages: 20 }),
+                (7, DevStats { unseen_freed_pages: 0 }),
             ],
         };
         let d = analyze(&snap, &BTreeMap::new());
@@ -311,6 +325,8 @@ mod tests {
         assert_eq!(t.excess(), 4);
         assert_eq!(t.preexisting_freed(), 24);
         // allocated 16394, freed 34 of which 24 were pre-existing: 10 attributed frees.
+        assert_eq!(t.allocated(), 16_394);
+        assert_eq!(t.freed(), 34);
         assert_eq!(t.live(), 16_384);
         let data = t.inodes.iter().find(|i| i.key.ino == 2).unwrap();
         assert_eq!(data.live(), 16_384);
@@ -326,15 +342,18 @@ mod tests {
     fn writers_without_an_inode_entry_stay_visible() {
         let snap = Snapshot {
             writers: vec![writer(52, 8, 100, 5, 1)],
-            devs: vec![(52, DevStats { alloc_pages: 5, freed_pages: 0, unseen_freed_pages: 0 })],
+            devs: vec![(52, DevStats { unseen_freed_pages: 0 })],
             ..Default::default()
         };
         let mut retired = BTreeMap::new();
-        retired.insert(52, 2);
+        retired.insert(52, Retired { alloc: 10, freed: 12, excess: 2 });
         let d = analyze(&snap, &retired);
         assert_eq!(d[&52].inodes[0].alloc, 5, "inode total from its writers");
         assert_eq!(d[&52].inodes[0].live(), 5);
-        assert_eq!(d[&52].retired_excess, 2);
+        assert_eq!(d[&52].live(), 5);
+        assert_eq!(d[&52].allocated(), 15);
+        assert_eq!(d[&52].freed(), 12);
+        assert_eq!(d[&52].preexisting_freed(), 2);
     }
 
     #[test]

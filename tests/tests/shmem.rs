@@ -47,7 +47,10 @@ fn classic_tracepoints_give_the_same_answers() {
 fn without_nr_shmem_the_draining_task_is_named() {
     let lines = tmpfs_scenario(
         "tmpfs-drain",
-        &[("MEMTRACE_DISABLE", "fexit,fentry,kprobe,kretprobe,shmem_memcg_btf,shmem_memcg_raw,shmem_memcg_tp")],
+        &[(
+            "MEMTRACE_DISABLE",
+            "fexit,fentry,kprobe,kretprobe,shmem_memcg_btf,shmem_memcg_raw,shmem_memcg_tp",
+        )],
         &["drain_task"],
     );
     let ready = &lines[0];
@@ -65,7 +68,14 @@ fn dev_shm_writer_through_a_mapping() {
     let name = format!("mt-shm-{}", std::process::id());
     let path = format!("/dev/shm/{name}");
     let mut w = Stress::spawn(&[
-        "shm-write", "--name", &name, "--mb", "32", "--comm", "mt-devshm-w", "--cgroup",
+        "shm-write",
+        "--name",
+        &name,
+        "--mb",
+        "32",
+        "--comm",
+        "mt-devshm-w",
+        "--cgroup",
         cg.dir_str(),
     ]);
     let ino: u64 = w.wait_line("ready", WAIT).parse().unwrap();
@@ -104,8 +114,15 @@ fn memfd_writer() {
     let cg = MemCgroup::new("shmem-memfd", 128 * MIB);
     let mut mt = Memtrace::start(&["shmem", "1", "--json", "--top", "100"]);
     let mut w = Stress::spawn(&[
-        "memfd-write", "--name", "mt-memfd-test", "--mb", "32", "--comm", "mt-memfd-w",
-        "--cgroup", cg.dir_str(),
+        "memfd-write",
+        "--name",
+        "mt-memfd-test",
+        "--mb",
+        "32",
+        "--comm",
+        "mt-memfd-w",
+        "--cgroup",
+        cg.dir_str(),
     ]);
     let ino: u64 = w.wait_line("ready", WAIT).parse().unwrap();
     let rec = mt
@@ -122,7 +139,9 @@ fn memfd_writer() {
     assert_eq!(rec["writer_alive"], true, "{rec}");
     assert_eq!(rec["cgroup"], cg.rel.as_str(), "{rec}");
     let m = mt
-        .wait_for(WAIT, |v| is(v, "shmem_mount") && v["kind"] == "internal" && u(&v["live_bytes"]) >= 30 * MIB)
+        .wait_for(WAIT, |v| {
+            is(v, "shmem_mount") && v["kind"] == "internal" && u(&v["live_bytes"]) >= 30 * MIB
+        })
         .expect("internal mount record");
     assert_eq!(m["df_used_bytes"], Value::Null, "the internal mount has no df: {m}");
     drop(w); // SIGKILL: the last reference to the memfd goes away
@@ -142,14 +161,26 @@ fn sysv_and_shared_anonymous_writers() {
     let cg = MemCgroup::new("shmem-sysv", 128 * MIB);
     let mut mt = Memtrace::start(&["shmem", "1", "--json", "--top", "100"]);
     let mut sysv = Stress::spawn(&[
-        "sysv-write", "--mb", "16", "--comm", "mt-sysv-w", "--cgroup", cg.dir_str(),
+        "sysv-write",
+        "--mb",
+        "16",
+        "--comm",
+        "mt-sysv-w",
+        "--cgroup",
+        cg.dir_str(),
     ]);
     let line = sysv.wait_line("ready", WAIT);
     let (ino, shmid) = line.split_once(' ').unwrap();
     let (ino, shmid): (u64, i32) = (ino.parse().unwrap(), shmid.parse().unwrap());
     assert_eq!(sysv.wait_signal(WAIT), None);
     let mut anon = Stress::spawn(&[
-        "shared-anon", "--mb", "16", "--comm", "mt-anon-w", "--cgroup", cg.dir_str(),
+        "shared-anon",
+        "--mb",
+        "16",
+        "--comm",
+        "mt-anon-w",
+        "--cgroup",
+        cg.dir_str(),
     ]);
     let anon_ino: u64 = anon.wait_line("ready", WAIT).parse().unwrap();
 
@@ -201,8 +232,17 @@ fn filters_select_writers() {
     let fs = TmpfsMount::new("shmem-filter", 64 * MIB);
     let go = fs.path("go");
     let mut inside = Stress::spawn(&[
-        "tmpfs-write", "--path", fs.path("in").to_str().unwrap(), "--mb", "8", "--comm",
-        "mt-filter-in", "--cgroup", cg.dir_str(), "--go", go.to_str().unwrap(),
+        "tmpfs-write",
+        "--path",
+        fs.path("in").to_str().unwrap(),
+        "--mb",
+        "8",
+        "--comm",
+        "mt-filter-in",
+        "--cgroup",
+        cg.dir_str(),
+        "--go",
+        go.to_str().unwrap(),
     ]);
     let mut by_cg = Memtrace::start(&["shmem", "1", "--json", "-c", &cg.rel]);
     let mut by_pid = Memtrace::start(&["shmem", "1", "--json", "-p", &inside.pid().to_string()]);
@@ -210,7 +250,12 @@ fn filters_select_writers() {
     inside.wait_line("ready", WAIT);
     assert_eq!(inside.wait_signal(WAIT), None);
     let mut outside = Stress::spawn(&[
-        "tmpfs-write", "--path", fs.path("out").to_str().unwrap(), "--mb", "8", "--comm",
+        "tmpfs-write",
+        "--path",
+        fs.path("out").to_str().unwrap(),
+        "--mb",
+        "8",
+        "--comm",
         "mt-filter-out",
     ]);
     outside.wait_line("ready", WAIT);
@@ -223,7 +268,9 @@ fn filters_select_writers() {
         .expect("the mount view counts both files");
         let rec = mt
             .wait_for(WAIT, |v| {
-                is(v, "shmem_usage") && v["comm"] == "mt-filter-in" && u(&v["live_bytes"]) >= 7 * MIB
+                is(v, "shmem_usage")
+                    && v["comm"] == "mt-filter-in"
+                    && u(&v["live_bytes"]) >= 7 * MIB
             })
             .expect("the selected writer is shown");
         assert_eq!(rec["tgid"], inside.pid());
@@ -253,7 +300,13 @@ fn text_mode_lists_mounts_files_and_writers() {
     std::thread::sleep(Duration::from_secs(3));
     let file = fs.path("text.log");
     let mut w = Stress::spawn(&[
-        "tmpfs-write", "--path", file.to_str().unwrap(), "--mb", "16", "--comm", "mt-text-w",
+        "tmpfs-write",
+        "--path",
+        file.to_str().unwrap(),
+        "--mb",
+        "16",
+        "--comm",
+        "mt-text-w",
     ]);
     w.wait_line("ready", WAIT);
     assert_eq!(w.wait_signal(WAIT), None);

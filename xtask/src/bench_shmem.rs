@@ -119,7 +119,9 @@ fn mean(v: &[Duration]) -> f64 {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let o = Options::try_parse_from(std::iter::once("bench shmem".to_string()).chain(args.iter().cloned()))?;
+    let o = Options::try_parse_from(
+        std::iter::once("bench shmem".to_string()).chain(args.iter().cloned()),
+    )?;
     if std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -136,7 +138,12 @@ pub fn run(args: &[String]) -> Result<()> {
         cgroup: None,
         stats_before: std::fs::read_to_string(STATS).unwrap_or_else(|_| "0".into()),
     };
-    exec(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={}m", o.mb + 64)]).arg("tmpfs").arg(&mount))?;
+    exec(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={}m", o.mb + 64)])
+            .arg("tmpfs")
+            .arg(&mount),
+    )?;
     let cg = memory_cgroup((o.mb + 256) * 1024 * 1024)?;
     cleanup.cgroup = Some(cg.clone());
     let file = mount.join("bench.dat");
@@ -175,11 +182,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("\n  {:<22} {:>12} {:>14} {:>10}", "PROGRAM", "RUNS", "RUN TIME ns", "ns/RUN");
     for (name, cnt, ns) in &after {
-        let (c0, n0) = before
-            .iter()
-            .find(|(n, ..)| n == name)
-            .map(|(_, c, n)| (*c, *n))
-            .unwrap_or((0, 0));
+        let (c0, n0) =
+            before.iter().find(|(n, ..)| n == name).map(|(_, c, n)| (*c, *n)).unwrap_or((0, 0));
         let (c, n) = (cnt - c0, ns - n0);
         let per = if c > 0 { n as f64 / c as f64 } else { 0.0 };
         println!("  {name:<22} {c:>12} {n:>14} {per:>10.1}");

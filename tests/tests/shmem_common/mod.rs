@@ -149,4 +149,3 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
     assert_eq!(wr["cgroup"], cg.rel.as_str(), "{wr}");
     lines
 }
-

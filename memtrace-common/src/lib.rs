@@ -112,4 +112,5 @@ mod pod {
     unsafe impl aya::Pod for super::shmem::WriterStats {}
     unsafe impl aya::Pod for super::shmem::TaskStats {}
     unsafe impl aya::Pod for super::shmem::DevStats {}
+    unsafe impl aya::Pod for super::shmem::CpuRuns {}
 }

@@ -36,6 +36,8 @@ pub const SHMEM_MAX_INODES: u32 = 16_384;
 pub const SHMEM_MAX_WRITERS: u32 = 32_768;
 /// Entries of the per-task (writer) map.
 pub const SHMEM_MAX_TASKS: u32 = 8_192;
+/// Folios remembered as counted when no NR_SHMEM runs tell new folios from put-back ones.
+pub const SHMEM_MAX_FOLIOS: u32 = 65_536;
 /// Entries of the per-superblock map.
 pub const SHMEM_MAX_DEVS: u32 = 1_024;
 
@@ -150,8 +152,9 @@ pub struct CpuRuns {
 pub mod counter {
     /// Folios counted as allocations.
     pub const ALLOC_FOLIOS: u32 = 0;
-    /// LRU insertions of shmem folios with no pending NR_SHMEM run on that CPU: folios
-    /// put back after isolation or migration (not new), or allocated on another CPU.
+    /// LRU insertions of shmem folios that are not new: no pending NR_SHMEM run on that CPU
+    /// (put back after isolation or migration, or allocated on another CPU), or, without
+    /// NR_SHMEM, a folio already counted.
     pub const LRU_REINSERTED: u32 = 1;
     /// Folios that reached the LRU after being truncated (already counted at the free).
     pub const LRU_TRUNCATED: u32 = 2;

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
@@ -31,10 +31,10 @@ use memtrace_common::{
     layout::ABSENT,
     shmem::{
         CpuRun, CpuRuns, DevStats, HOW_CPU_RUN, HOW_DRAIN_TASK, HOW_EXACT, InodeKey, InodeStats,
-        RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, SHMEM_CPU_RUNS, SHMEM_MAX_DEVS, SHMEM_MAX_INODES,
-        SHMEM_MAX_TASKS, SHMEM_MAX_WRITERS, SHMEM_NAME_LEN, SHMEM_RUN_CAP, ShmemConfig,
-        ShmemTaskEvent, TASK_FROM_ALLOC_HOOK, TASK_FROM_NR_SHMEM, TaskStats, WriterKey,
-        WriterStats, counter,
+        RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, SHMEM_CPU_RUNS, SHMEM_MAX_DEVS, SHMEM_MAX_FOLIOS,
+        SHMEM_MAX_INODES, SHMEM_MAX_TASKS, SHMEM_MAX_WRITERS, SHMEM_NAME_LEN, SHMEM_RUN_CAP,
+        ShmemConfig, ShmemTaskEvent, TASK_FROM_ALLOC_HOOK, TASK_FROM_NR_SHMEM, TaskStats,
+        WriterKey, WriterStats, counter,
     },
     stats,
 };
@@ -60,16 +60,14 @@ fn config() -> &'static ShmemConfig {
 }
 
 #[map(name = "SHMEM_INODES")]
-static SHMEM_INODES: HashMap<InodeKey, InodeStats> =
-    HashMap::with_max_entries(SHMEM_MAX_INODES, BPF_F_NO_PREALLOC);
+static SHMEM_INODES: HashMap<InodeKey, InodeStats> = HashMap::with_max_entries(SHMEM_MAX_INODES, 0);
 
 #[map(name = "SHMEM_WRITERS")]
 static SHMEM_WRITERS: HashMap<WriterKey, WriterStats> =
-    HashMap::with_max_entries(SHMEM_MAX_WRITERS, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(SHMEM_MAX_WRITERS, 0);
 
 #[map(name = "SHMEM_TASKS")]
-static SHMEM_TASKS: HashMap<u32, TaskStats> =
-    HashMap::with_max_entries(SHMEM_MAX_TASKS, BPF_F_NO_PREALLOC);
+static SHMEM_TASKS: HashMap<u32, TaskStats> = HashMap::with_max_entries(SHMEM_MAX_TASKS, 0);
 
 /// Per superblock; the agent also inserts every tmpfs it knows (the classic free
 /// tracepoint has no folio, so it recognises shmem by superblock).
@@ -87,6 +85,12 @@ static SHMEM_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter:
 static SHMEM_RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Scratch for a new inode entry (too big for comfort on the BPF stack).
+/// Without NR_SHMEM runs (drain-task attribution), the folios already counted: an LRU
+/// insertion of one of them is a put-back after isolation (compaction, migration, DAMON),
+/// not an allocation. Entries leave at the folio's free.
+#[map(name = "SHMEM_FOLIOS")]
+static SHMEM_FOLIOS: HashMap<u64, u8> = HashMap::with_max_entries(SHMEM_MAX_FOLIOS, 0);
+
 #[map(name = "SHMEM_SCRATCH")]
 static SHMEM_SCRATCH: PerCpuArray<InodeStats> = PerCpuArray::with_max_entries(1, 0);
 
@@ -581,6 +585,16 @@ fn try_lru(folio: *const u8) -> Result<(), i64> {
         bump(counter::LRU_TRUNCATED, 1);
         return Ok(());
     }
+    if run.is_none() && rt & RT_ALLOC_EXACT_SEEN == 0 {
+        let key = folio as u64;
+        if SHMEM_FOLIOS.get_ptr(&key).is_some() {
+            bump(counter::LRU_REINSERTED, 1);
+            return Ok(());
+        }
+        if SHMEM_FOLIOS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+            count(Family::Shmem, stats::MAP_FULL);
+        }
+    }
     let inode = read_ptr(mapping, get(&layout().mapping_host))?;
     let (dev, ino) = kernel::inode_key(inode)?;
     match run {
@@ -753,6 +767,9 @@ fn try_free_folio(folio: *const u8) -> Result<(), i64> {
             Some(r) => record_alloc(inode, dev, ino, nr, r.tgid, HOW_CPU_RUN, || run_owner(&r)),
             None => record_alloc(inode, dev, ino, nr, tgid, HOW_DRAIN_TASK, || current_owner()),
         }
+    }
+    if rt & (RT_NR_SHMEM_SEEN | RT_ALLOC_EXACT_SEEN) == 0 {
+        let _ = SHMEM_FOLIOS.remove(&(folio as u64));
     }
     record_free(dev, ino, nr, rt);
     Ok(())

@@ -52,6 +52,14 @@ pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<G
     g
 }
 
+/// `max_entries` overrides for the BPF object's maps (e.g. a family's big maps shrunk when
+/// it is not traced).
+pub fn map_sizes(families: &[Family]) -> Vec<(&'static str, u32)> {
+    let mut v = Vec::new();
+    v.extend(shmem::map_sizes(families.contains(&Family::Shmem)));
+    v
+}
+
 /// Agents for the traced families; takes their maps out of the loaded object.
 pub fn agents(
     ebpf: &mut Ebpf,

@@ -21,7 +21,7 @@ use memtrace_common::{
     EventKind, Family,
     layout::ABSENT,
     shmem::{
-        DevStats, InodeKey, InodeStats, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, ShmemConfig,
+        CpuRuns, DevStats, InodeKey, InodeStats, SHMEM_CPU_RUNS, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, ShmemConfig,
         ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats, WriterKey, WriterStats, counter,
     },
 };
@@ -130,6 +130,18 @@ pub fn lru_flag_bits(format: &str) -> LruFlagBits {
     out
 }
 
+/// The shmem maps are preallocated (allocation in the tracing context can fail under a
+/// burst otherwise): one entry each when shmem is not traced.
+pub fn map_sizes(traced: bool) -> Vec<(&'static str, u32)> {
+    if traced {
+        return Vec::new();
+    }
+    ["SHMEM_INODES", "SHMEM_WRITERS", "SHMEM_TASKS", "SHMEM_FOLIOS", "SHMEM_DEVS"]
+        .into_iter()
+        .map(|m| (m, 1))
+        .collect()
+}
+
 struct MountState {
     mount: Mount,
     /// Bytes in use when memtrace first saw the mount that it had not seen allocated.
@@ -150,6 +162,7 @@ pub struct Agent {
     tasks: BpfHashMap<MapData, u32, TaskStats>,
     devs: BpfHashMap<MapData, u32, DevStats>,
     counters: PerCpuArray<MapData, u64>,
+    cpu_runs: PerCpuArray<MapData, CpuRuns>,
     page: u64,
     internal_dev: Option<u32>,
     mounts: BTreeMap<u32, MountState>,
@@ -190,6 +203,11 @@ impl Agent {
                 .ok_or_else(|| Error::bpf("SHMEM_COUNTERS", anyhow::anyhow!("map missing")))?,
         )
         .map_err(|e| Error::bpf("opening SHMEM_COUNTERS", e))?;
+        let cpu_runs = PerCpuArray::try_from(
+            ebpf.take_map("SHMEM_CPU")
+                .ok_or_else(|| Error::bpf("SHMEM_CPU", anyhow::anyhow!("map missing")))?,
+        )
+        .map_err(|e| Error::bpf("opening SHMEM_CPU", e))?;
         let mut a = Agent {
             cfg,
             opts,
@@ -198,6 +216,7 @@ impl Agent {
             tasks: take(ebpf, "SHMEM_TASKS")?,
             devs: take(ebpf, "SHMEM_DEVS")?,
             counters,
+            cpu_runs,
             page: output::page_kib() as u64 * 1024,
             internal_dev: sys::internal_shm_dev(),
             mounts: BTreeMap::new(),
@@ -301,6 +320,21 @@ impl Agent {
         (0..counter::COUNT)
             .map(|i| self.counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect()
+    }
+
+    /// Pages the NR_SHMEM hook saw allocated that have not reached the LRU yet (their file
+    /// is not known until then), over all CPUs.
+    fn pending_pages(&self) -> u64 {
+        let Ok(per_cpu) = self.cpu_runs.get(&0, 0) else { return 0 };
+        per_cpu
+            .iter()
+            .map(|c| {
+                let len = (c.len as usize).min(SHMEM_CPU_RUNS);
+                (0..len)
+                    .map(|k| c.runs[(c.head as usize + k) % SHMEM_CPU_RUNS].pages as u64)
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
@@ -534,13 +568,16 @@ impl Agent {
         let attributed: u64 = views.values().map(|v| v.live() * page).sum();
         let preexisting: u64 = mounts_out.iter().filter_map(|m| m.preexisting_bytes).sum();
         let meminfo = sys::meminfo_shmem();
+        let pending = self.pending_pages() * page;
         let reconcile = Reconcile {
             kind: "shmem_reconcile",
             meminfo_shmem_bytes: meminfo,
             meminfo_shmem_start_bytes: self.meminfo_start,
             attributed_live_bytes: attributed,
             preexisting_bytes: preexisting,
-            unexplained_bytes: meminfo.map(|m| model::unexplained(m, attributed, preexisting)),
+            pending_lru_bytes: pending,
+            unexplained_bytes: meminfo
+                .map(|m| model::unexplained(m, attributed + pending, preexisting)),
             tmpfs_df_used_bytes: mounts_out
                 .iter()
                 .filter(|m| m.mount_kind == "tmpfs")
@@ -745,6 +782,9 @@ pub struct Reconcile {
     meminfo_shmem_start_bytes: Option<u64>,
     attributed_live_bytes: u64,
     preexisting_bytes: u64,
+    /// Allocated while traced, still in per-CPU LRU batches: writer known, file not yet
+    /// (LRU strategy only).
+    pending_lru_bytes: u64,
     unexplained_bytes: Option<i64>,
     tmpfs_df_used_bytes: u64,
     time: String,
@@ -792,11 +832,16 @@ pub fn render_text(
     let opt = |v: Option<u64>| v.map(b).unwrap_or_else(|| "?".into());
     let mut s = format!("{}  shmem{}\n", r.time, if final_ { " (final)" } else { "" });
     s += &format!(
-        "  /proc/meminfo Shmem {} (at start {}): attributed live {}, pre-existing {}, unexplained {}\n",
+        "  /proc/meminfo Shmem {} (at start {}): attributed live {}, pre-existing {}, {}unexplained {}\n",
         opt(r.meminfo_shmem_bytes),
         opt(r.meminfo_shmem_start_bytes),
         b(r.attributed_live_bytes),
         b(r.preexisting_bytes),
+        if r.pending_lru_bytes > 0 {
+            format!("waiting for the LRU {}, ", b(r.pending_lru_bytes))
+        } else {
+            String::new()
+        },
         r.unexplained_bytes.map(sb).unwrap_or_else(|| "?".into()),
     );
     s += &format!(
@@ -953,6 +998,7 @@ print fmt: \"folio=%p pfn=0x%lx lru=%d flags=%s%s%s%s%s%s\", REC->folio, REC->pf
             meminfo_shmem_start_bytes: Some(16 << 20),
             attributed_live_bytes: 64 << 20,
             preexisting_bytes: 16 << 20,
+            pending_lru_bytes: 0,
             unexplained_bytes: Some(0),
             tmpfs_df_used_bytes: 64 << 20,
             time: "t".into(),

@@ -317,10 +317,12 @@ fn text_mode_lists_mounts_files_and_writers() {
     assert!(stdout.contains("shmem (final)"), "{stdout}");
     assert!(stdout.contains("/proc/meminfo Shmem"), "{stdout}");
     assert!(stdout.contains(&format!("{} (", fs.dir_str())), "mount line: {stdout}");
-    assert!(
-        stdout.contains(&format!("16.0 MiB live  tmpfs {}", file.display())),
-        "file line: {stdout}"
-    );
+    // "    16.0 MiB live  tmpfs /tmp/.../text.log (ino N)  by mt-text-w[PID] (exited) ...";
+    // the last per-CPU LRU batch (up to 31 pages) may still wait to be drained.
+    let marker = format!(" MiB live  tmpfs {} (ino ", file.display());
+    let line = stdout.lines().find(|l| l.contains(&marker)).unwrap_or_else(|| panic!("{stdout}"));
+    let mib: f64 = line.split_whitespace().next().unwrap().parse().unwrap();
+    assert!((15.8..=16.0).contains(&mib), "file line: {line}");
     assert!(stdout.contains(&format!("mt-text-w[{}] (exited)", w.pid())), "{stdout}");
     assert!(stdout.contains("writers:"), "{stdout}");
     assert!(stderr.contains("tracing shmem:alloc via"), "{stderr}");

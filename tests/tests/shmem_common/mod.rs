@@ -79,8 +79,11 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
     assert_eq!(rec["cgroup"], cg.rel.as_str(), "{rec}");
     assert!(u(&rec["allocated_bytes"]) <= 64 * MIB, "{rec}");
     assert_eq!(rec["freed_bytes"], 0, "{rec}");
-    let how = rec["attribution"].as_str().unwrap();
-    assert!(attributions.contains(&how), "attribution {how}, expected one of {attributions:?}");
+    let how = rec["attribution"].as_str().unwrap().to_string();
+    assert!(
+        attributions.contains(&how.as_str()),
+        "attribution {how}, expected one of {attributions:?}"
+    );
 
     // The mount: df agrees, nothing pre-existing on a fresh tmpfs.
     let m = mt
@@ -130,8 +133,14 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
         .rev()
         .find(|v| is(v, "shmem_writer") && v["tgid"] == pid)
         .unwrap_or_else(|| panic!("no shmem_writer for {pid}"));
-    assert_eq!(wr["comm"], comm.as_str(), "{wr}");
-    let want = if attributions == ["drain_task"] { 60 * MIB } else { 64 * MIB };
+    // A task's entry keeps the name and cgroup it had when first seen: with drain-task
+    // attribution that can be before the writer renamed itself and joined its cgroup (it
+    // drained someone else's batch at startup).
+    if how != "drain_task" {
+        assert_eq!(wr["comm"], comm.as_str(), "{wr}");
+        assert_eq!(wr["cgroup"], cg.rel.as_str(), "{wr}");
+    }
+    let want = if how == "drain_task" { 60 * MIB } else { 64 * MIB };
     assert!(u(&wr["allocated_bytes"]) >= want, "{wr}");
     if attributions == ["exact"] {
         // In the allocator's context, every page: the file's writer and the task totals.
@@ -146,6 +155,5 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
     if wr["source"] == "nr_shmem" {
         assert_eq!(u(&wr["allocated_bytes"]), 64 * MIB, "NR_SHMEM counts every page: {wr}");
     }
-    assert_eq!(wr["cgroup"], cg.rel.as_str(), "{wr}");
     lines
 }

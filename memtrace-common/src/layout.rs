@@ -51,6 +51,12 @@ pub struct KernelLayout {
     pub kn_name: u32,
     pub kn_parent: u32,
     pub kn_id: u32,
+
+    // struct compact_control (reclaim family: direct compaction stalls). Optional: ABSENT
+    // here is a reclaim coverage gap, not a layout gap for the other families.
+    pub cc_direct_compaction: u32,
+    pub cc_order: u32,
+    pub cc_gfp_mask: u32,
 }
 
 impl KernelLayout {
@@ -83,5 +89,8 @@ impl KernelLayout {
         kn_name: ABSENT,
         kn_parent: ABSENT,
         kn_id: ABSENT,
+        cc_direct_compaction: ABSENT,
+        cc_order: ABSENT,
+        cc_gfp_mask: ABSENT,
     };
 }

@@ -69,7 +69,10 @@ impl Sources {
     }
 }
 
-fn parse_psi(text: &str) -> (Option<(u64, u64)>, Option<(f64, f64)>) {
+/// PSI totals (some, full) in us and 10 s averages (some, full) in %.
+type PsiParsed = (Option<(u64, u64)>, Option<(f64, f64)>);
+
+fn parse_psi(text: &str) -> PsiParsed {
     let mut total = (None, None);
     let mut avg = (None, None);
     for line in text.lines() {

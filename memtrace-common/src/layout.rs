@@ -57,6 +57,8 @@ pub struct KernelLayout {
     pub cc_direct_compaction: u32,
     pub cc_order: u32,
     pub cc_gfp_mask: u32,
+    /// task_struct.memcg_nr_pages_over_high (reclaim family, memory.high hook). Optional.
+    pub task_memcg_nr_pages_over_high: u32,
 }
 
 impl KernelLayout {
@@ -92,5 +94,6 @@ impl KernelLayout {
         cc_direct_compaction: ABSENT,
         cc_order: ABSENT,
         cc_gfp_mask: ABSENT,
+        task_memcg_nr_pages_over_high: ABSENT,
     };
 }

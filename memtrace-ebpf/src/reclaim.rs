@@ -576,10 +576,17 @@ pub fn reclaim_compact_end_raw(_ctx: RawTracePointContext) -> i32 {
 }
 
 /// memory.high enforcement: mem_cgroup_handle_over_high (reclaim plus penalty sleep).
-/// No tracepoint exists; kprobes only.
+/// No tracepoint exists; kprobes only. The function runs on every return to user space
+/// with TIF_NOTIFY_RESUME and returns at once unless the task charged pages over
+/// memory.high (current->memcg_nr_pages_over_high): only those calls are stalls.
 #[kprobe]
 pub fn reclaim_high_enter(_ctx: ProbeContext) -> u32 {
-    begin(KIND_HIGH, -1, 0);
+    // SAFETY: plain helper.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let off = get(&layout().task_memcg_nr_pages_over_high);
+    if off != ABSENT && read::<u32>(task, off).is_ok_and(|n| n > 0) {
+        begin(KIND_HIGH, -1, 0);
+    }
     0
 }
 

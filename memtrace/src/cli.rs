@@ -115,6 +115,7 @@ impl ReclaimArgs {
             min_latency: self.min_latency,
             top: self.top as usize,
             interval: self.interval,
+            count: self.count,
         };
         Ok((self.common.validate()?, opts))
     }

@@ -309,7 +309,13 @@ fn reclaim_hooks() -> Vec<Hook> {
                 program: "reclaim_high_enter",
                 target: "mem_cgroup_handle_over_high",
                 limits: "",
-                check: |k| kprobe_target(k, "mem_cgroup_handle_over_high"),
+                check: |k| {
+                    kprobe_target(k, "mem_cgroup_handle_over_high")?;
+                    if k.layout.layout.task_memcg_nr_pages_over_high == memtrace_common::layout::ABSENT {
+                        return Err("task_struct has no memcg_nr_pages_over_high".into());
+                    }
+                    Ok(())
+                },
             }],
         },
         Hook {

@@ -106,6 +106,8 @@ pub fn resolve(btf: &Btf) -> Resolved {
     l.cc_direct_compaction = opt("direct_compaction");
     l.cc_order = opt("order");
     l.cc_gfp_mask = opt("gfp_mask");
+    l.task_memcg_nr_pages_over_high =
+        btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
     l.valid = 1;
     Resolved { layout: l, missing: r.missing }
 }

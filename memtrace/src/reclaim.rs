@@ -48,6 +48,8 @@ pub struct Options {
     pub top: usize,
     /// Interval of the periodic summaries, if any.
     pub interval: Option<Duration>,
+    /// Number of intervals that ends the run, if any.
+    pub count: Option<u64>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             min_latency: Duration::from_millis(1),
             top: 10,
             interval: None,
+            count: None,
         }
     }
 }
@@ -389,6 +392,7 @@ pub struct Agent {
     started: Instant,
     last: Instant,
     page_kb: u64,
+    ticks: u64,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str, f: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>) -> Result<T, Error> {
@@ -435,6 +439,7 @@ impl Agent {
             started: Instant::now(),
             last: Instant::now(),
             page_kb,
+            ticks: 0,
         };
         a.kswapd_base = a.read_kswapd();
         a.kswapd_prev = a.kswapd_base.clone();
@@ -823,6 +828,7 @@ impl family::FamilyAgent for Agent {
     }
 
     fn interval(&mut self) {
+        self.ticks += 1;
         self.collect();
         self.report(false);
     }
@@ -831,9 +837,10 @@ impl family::FamilyAgent for Agent {
         // Programs are detached: both buffers are final.
         self.drain_buffer(0);
         self.drain_buffer(1);
-        // The partial last interval, unless it is empty and negligible.
-        let partial = self.last.elapsed() >= Duration::from_millis(100) || !self.interval.procs.is_empty();
-        if self.opts.interval.is_some() && partial {
+        // The partial last interval when the run was interrupted (not when COUNT intervals
+        // ended it: stalls during the detach then show in the final summary only).
+        let by_count = self.opts.count.is_some_and(|c| self.ticks >= c);
+        if self.opts.interval.is_some() && !by_count {
             self.report(false);
         }
         self.report(true);

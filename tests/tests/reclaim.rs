@@ -228,10 +228,15 @@ fn anon_growth_reclaims_lazyfree_memory_without_oom() {
     assert_stats_match(&lines);
 }
 
-/// Spawns `mt-stress <args>` after a delay through `sh -c 'sleep; exec'`, so its pid is
-/// known (for -p) before it starts pressing.
-fn delayed(args: &[&str], delay_s: u32) -> std::process::Child {
-    let cmd = format!("sleep {delay_s}; exec {} {}", stress_bin().display(), args.join(" "));
+/// Spawns `mt-stress <args>` once `gate` exists, through `sh -c 'wait; exec'`, so its pid
+/// is known (for -p) before it starts pressing.
+fn gated(args: &[&str], gate: &std::path::Path) -> std::process::Child {
+    let cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exec {} {}",
+        gate.display(),
+        stress_bin().display(),
+        args.join(" ")
+    );
     Command::new("sh").args(["-c", &cmd]).stdout(Stdio::null()).spawn().expect("spawn sh")
 }
 
@@ -241,17 +246,20 @@ fn delayed(args: &[&str], delay_s: u32) -> std::process::Child {
 fn filters_select_stalls_in_the_kernel() {
     let a = MemCgroup::new("rc-fa", 64 * MIB);
     let b = MemCgroup::new("rc-fb", 64 * MIB);
-    let mut hog_b = delayed(&["hog", "--mb", "48", "--exit", "--comm", "mt-rc-fb", "--cgroup", b.dir_str()], 4);
+    let gate = std::env::temp_dir().join(format!("memtrace-rc-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let mut hog_b = gated(&["hog", "--mb", "48", "--exit", "--comm", "mt-rc-fb", "--cgroup", b.dir_str()], &gate);
     let pid_b = hog_b.id();
-    let all = Memtrace::start(&["reclaim", "--json"]);
-    let by_cg = Memtrace::start(&["reclaim", "--json", "-c", &a.rel]);
-    let by_pid = Memtrace::start(&["reclaim", "--json", "-p", &pid_b.to_string()]);
     let mut lazies = Vec::new();
     for cg in [&a, &b] {
         let mut l = Stress::spawn(&["lazyfree", "--mb", "32", "--cgroup", cg.dir_str()]);
         l.wait_line("ready", Duration::from_secs(60));
         lazies.push(l);
     }
+    let all = Memtrace::start(&["reclaim", "--json"]);
+    let by_cg = Memtrace::start(&["reclaim", "--json", "-c", &a.rel]);
+    let by_pid = Memtrace::start(&["reclaim", "--json", "-p", &pid_b.to_string()]);
+    std::fs::write(&gate, "").unwrap();
     let mut hog_a = Stress::spawn(&["hog", "--mb", "48", "--exit", "--comm", "mt-rc-fa", "--cgroup", a.dir_str()]);
     hog_a.wait_line("ready", Duration::from_secs(120));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -260,6 +268,7 @@ fn filters_select_stalls_in_the_kernel() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pid_a = hog_a.pid();
+    let _ = std::fs::remove_file(&gate);
     let all = all.stop();
     let by_cg = by_cg.stop();
     let by_pid = by_pid.stop();

@@ -44,9 +44,13 @@ fn sane(r: &Value) {
 #[ignore = "VM only: cargo xtask vm-test"]
 fn global_direct_reclaim_is_seen_as_direct() {
     require_vm();
-    // Smaller watermark gaps wake kswapd later, so allocations reach direct reclaim.
-    let wsf = std::fs::read_to_string("/proc/sys/vm/watermark_scale_factor").unwrap();
-    std::fs::write("/proc/sys/vm/watermark_scale_factor", "1").unwrap();
+    // A small gap between the low watermark (kswapd wakes) and the min one (allocations
+    // reclaim themselves): kswapd cannot keep ahead of the hog.
+    let sysctls = [("/proc/sys/vm/watermark_scale_factor", "1"), ("/proc/sys/vm/min_free_kbytes", "1024")];
+    let saved: Vec<String> = sysctls.iter().map(|(p, _)| std::fs::read_to_string(p).unwrap()).collect();
+    for (p, v) in sysctls {
+        std::fs::write(p, v).unwrap();
+    }
     let avail_mb = proc_kv("/proc/meminfo", "MemAvailable") / 1024;
     let lazy_mb = avail_mb * 45 / 100;
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", &lazy_mb.to_string(), "--comm", "mt-vm-lazy"]);
@@ -61,7 +65,9 @@ fn global_direct_reclaim_is_seen_as_direct() {
     assert_eq!(hog.wait_signal(Duration::from_secs(60)), None, "the hog was killed");
     let stalls = allocstall() - stall0;
     let lines = mt.stop();
-    std::fs::write("/proc/sys/vm/watermark_scale_factor", wsf.trim()).unwrap();
+    for ((p, _), v) in sysctls.iter().zip(&saved) {
+        std::fs::write(p, v.trim()).unwrap();
+    }
     assert_eq!(proc_kv("/proc/vmstat", "oom_kill"), oom0, "something was OOM-killed");
     assert!(lazy.child.try_wait().unwrap().is_none(), "the lazyfree process died");
     assert!(stalls > 0, "the kernel counted no direct reclaim (allocstall)");

@@ -301,22 +301,37 @@ fn filters_select_stalls_in_the_kernel() {
 fn text_mode_tables_bars_and_summary() {
     let cg = MemCgroup::new("rc-text", 64 * MIB);
     let started = Instant::now();
-    let child = Command::new(memtrace_bin())
+    let mut child = Command::new(memtrace_bin())
         .args(["reclaim", "-H", "-m", "-c", &cg.rel, "2", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Press only once the probes are attached (text mode says so on stderr).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("Ctrl-C to stop") {
+                let _ = tx.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("memtrace never said it was tracing");
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", "32", "--cgroup", cg.dir_str()]);
     lazy.wait_line("ready", Duration::from_secs(30));
     let mut hog = Stress::spawn(&["hog", "--mb", "48", "--exit", "--comm", "mt-rc-text", "--cgroup", cg.dir_str()]);
     hog.wait_line("ready", Duration::from_secs(60));
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = reader.join().unwrap();
     assert!(out.status.success(), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(30), "COUNT did not stop the run");
+    assert!(started.elapsed() < Duration::from_secs(90), "COUNT did not stop the run");
     assert!(stderr.contains("tracing vmscan:direct_begin via"), "{stderr}");
     assert_eq!(stdout.matches("reclaim in the last").count(), 3, "{stdout}");
     assert!(stdout.contains("reclaim summary over"), "{stdout}");

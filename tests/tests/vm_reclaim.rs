@@ -88,6 +88,12 @@ fn global_direct_reclaim_is_seen_as_direct() {
         .map(|r| r["count"].as_u64().unwrap())
         .sum();
     let ctx = lines.iter().find(|l| l["type"] == "reclaim_context" && l["final"] == true).unwrap();
+    eprintln!(
+        "direct reclaim: memtrace {direct} stalls (hog {} stalls, p50 {} us, p99 {} us, max {} us, \
+         {} pages), allocstall {} over memtrace's run, {stalls} over the hog's",
+        row["count"], row["p50_us"], row["p99_us"], row["max_us"], row["nr_reclaimed"],
+        ctx["vmstat"]["allocstall"]
+    );
     assert_eq!(direct, ctx["vmstat"]["allocstall"].as_u64().unwrap(), "{ctx}");
     assert!(direct >= stalls, "memtrace {direct} < allocstall delta {stalls}");
     assert!(ctx["kswapd"]["wakes"].as_u64().unwrap() > 0, "kswapd never woke: {ctx}");
@@ -131,6 +137,7 @@ fn memory_high_enforcement_is_seen_as_high() {
     assert_eq!(row["comm"], "mt-vm-high");
     assert_eq!(row["cgroup"], cg.rel.as_str());
     sane(row);
+    eprintln!("memory.high: {highs} high events, memtrace: {row}");
     // memory.high reclaim itself is memcg reclaim.
     assert!(fin.iter().any(|r| r["kind"] == "memcg" && r["pid"] == hog.pid()), "{fin:?}");
 }

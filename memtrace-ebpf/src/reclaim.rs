@@ -395,56 +395,56 @@ macro_rules! end_programs {
 begin_programs!(
     KIND_DIRECT,
     "mm_vmscan_direct_reclaim_begin",
-    reclaim_direct_begin_btf,
-    reclaim_direct_begin_raw,
-    reclaim_direct_begin_tp
+    rc_direct_b_btf,
+    rc_direct_b_raw,
+    rc_direct_b_tp
 );
 end_programs!(
     KIND_DIRECT,
     "mm_vmscan_direct_reclaim_end",
-    reclaim_direct_end_btf,
-    reclaim_direct_end_raw,
-    reclaim_direct_end_tp
+    rc_direct_e_btf,
+    rc_direct_e_raw,
+    rc_direct_e_tp
 );
 begin_programs!(
     KIND_MEMCG,
     "mm_vmscan_memcg_reclaim_begin",
-    reclaim_memcg_begin_btf,
-    reclaim_memcg_begin_raw,
-    reclaim_memcg_begin_tp
+    rc_memcg_b_btf,
+    rc_memcg_b_raw,
+    rc_memcg_b_tp
 );
 end_programs!(
     KIND_MEMCG,
     "mm_vmscan_memcg_reclaim_end",
-    reclaim_memcg_end_btf,
-    reclaim_memcg_end_raw,
-    reclaim_memcg_end_tp
+    rc_memcg_e_btf,
+    rc_memcg_e_raw,
+    rc_memcg_e_tp
 );
 begin_programs!(
     KIND_SOFTLIMIT,
     "mm_vmscan_memcg_softlimit_reclaim_begin",
-    reclaim_softlimit_begin_btf,
-    reclaim_softlimit_begin_raw,
-    reclaim_softlimit_begin_tp
+    rc_soft_b_btf,
+    rc_soft_b_raw,
+    rc_soft_b_tp
 );
 end_programs!(
     KIND_SOFTLIMIT,
     "mm_vmscan_memcg_softlimit_reclaim_end",
-    reclaim_softlimit_end_btf,
-    reclaim_softlimit_end_raw,
-    reclaim_softlimit_end_tp
+    rc_soft_e_btf,
+    rc_soft_e_raw,
+    rc_soft_e_tp
 );
 end_programs!(
     KIND_NODE,
     "mm_vmscan_node_reclaim_end",
-    reclaim_node_end_btf,
-    reclaim_node_end_raw,
-    reclaim_node_end_tp
+    rc_node_e_btf,
+    rc_node_e_raw,
+    rc_node_e_tp
 );
 
 /// mm_vmscan_node_reclaim_begin(int nid, int order, gfp_t gfp_flags).
 #[btf_tracepoint(function = "mm_vmscan_node_reclaim_begin")]
-pub fn reclaim_node_begin_btf(ctx: BtfTracePointContext) -> i32 {
+pub fn rc_node_b_btf(ctx: BtfTracePointContext) -> i32 {
     let order: u64 = ctx.arg(1);
     let gfp: u64 = ctx.arg(2);
     begin(KIND_NODE, order as i32, gfp & 0xffff_ffff);
@@ -452,7 +452,7 @@ pub fn reclaim_node_begin_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "mm_vmscan_node_reclaim_begin")]
-pub fn reclaim_node_begin_raw(ctx: RawTracePointContext) -> i32 {
+pub fn rc_node_b_raw(ctx: RawTracePointContext) -> i32 {
     let order: u64 = ctx.arg(1);
     let gfp: u64 = ctx.arg(2);
     begin(KIND_NODE, order as i32, gfp & 0xffff_ffff);
@@ -460,7 +460,7 @@ pub fn reclaim_node_begin_raw(ctx: RawTracePointContext) -> i32 {
 }
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_node_reclaim_begin")]
-pub fn reclaim_node_begin_tp(ctx: TracePointContext) -> u32 {
+pub fn rc_node_b_tp(ctx: TracePointContext) -> u32 {
     let c = cfg();
     // SAFETY: offsets from the tracepoint's format file.
     let order = unsafe { ctx.read_at::<i32>(cfg32(&c.tp_node_order) as usize) };
@@ -478,7 +478,7 @@ fn reason_bit(reason: u64) -> i32 {
 
 /// mm_vmscan_throttled(int nid, int usec_timeout, int usec_delayed, int reason).
 #[btf_tracepoint(function = "mm_vmscan_throttled")]
-pub fn reclaim_throttled_btf(ctx: BtfTracePointContext) -> i32 {
+pub fn rc_throttle_btf(ctx: BtfTracePointContext) -> i32 {
     let delayed: u64 = ctx.arg(2);
     let reason: u64 = ctx.arg(3);
     throttled(delayed as i32, reason_bit(reason));
@@ -486,7 +486,7 @@ pub fn reclaim_throttled_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "mm_vmscan_throttled")]
-pub fn reclaim_throttled_raw(ctx: RawTracePointContext) -> i32 {
+pub fn rc_throttle_raw(ctx: RawTracePointContext) -> i32 {
     let delayed: u64 = ctx.arg(2);
     let reason: u64 = ctx.arg(3);
     throttled(delayed as i32, reason_bit(reason));
@@ -494,7 +494,7 @@ pub fn reclaim_throttled_raw(ctx: RawTracePointContext) -> i32 {
 }
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_throttled")]
-pub fn reclaim_throttled_tp(ctx: TracePointContext) -> u32 {
+pub fn rc_throttle_tp(ctx: TracePointContext) -> u32 {
     let c = cfg();
     // SAFETY: offsets from the tracepoint's format file.
     let delayed = unsafe { ctx.read_at::<i32>(cfg32(&c.tp_thr_delayed) as usize) };
@@ -505,21 +505,21 @@ pub fn reclaim_throttled_tp(ctx: TracePointContext) -> u32 {
 
 /// mm_vmscan_kswapd_wake(int nid, ...) and mm_vmscan_kswapd_sleep(int nid).
 #[btf_tracepoint(function = "mm_vmscan_kswapd_wake")]
-pub fn reclaim_kswapd_wake_btf(ctx: BtfTracePointContext) -> i32 {
+pub fn rc_kswapd_w_btf(ctx: BtfTracePointContext) -> i32 {
     let nid: u64 = ctx.arg(0);
     kswapd_wake(nid as i32);
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_vmscan_kswapd_wake")]
-pub fn reclaim_kswapd_wake_raw(ctx: RawTracePointContext) -> i32 {
+pub fn rc_kswapd_w_raw(ctx: RawTracePointContext) -> i32 {
     let nid: u64 = ctx.arg(0);
     kswapd_wake(nid as i32);
     0
 }
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_kswapd_wake")]
-pub fn reclaim_kswapd_wake_tp(ctx: TracePointContext) -> u32 {
+pub fn rc_kswapd_w_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the tracepoint's format file.
     let nid = unsafe { ctx.read_at::<i32>(cfg32(&cfg().tp_kswapd_nid) as usize) };
     kswapd_wake(nid.unwrap_or(-1));
@@ -527,21 +527,21 @@ pub fn reclaim_kswapd_wake_tp(ctx: TracePointContext) -> u32 {
 }
 
 #[btf_tracepoint(function = "mm_vmscan_kswapd_sleep")]
-pub fn reclaim_kswapd_sleep_btf(ctx: BtfTracePointContext) -> i32 {
+pub fn rc_kswapd_s_btf(ctx: BtfTracePointContext) -> i32 {
     let nid: u64 = ctx.arg(0);
     kswapd_sleep(nid as i32);
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_vmscan_kswapd_sleep")]
-pub fn reclaim_kswapd_sleep_raw(ctx: RawTracePointContext) -> i32 {
+pub fn rc_kswapd_s_raw(ctx: RawTracePointContext) -> i32 {
     let nid: u64 = ctx.arg(0);
     kswapd_sleep(nid as i32);
     0
 }
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_kswapd_sleep")]
-pub fn reclaim_kswapd_sleep_tp(ctx: TracePointContext) -> u32 {
+pub fn rc_kswapd_s_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the tracepoint's format file.
     let nid = unsafe { ctx.read_at::<i32>(cfg32(&cfg().tp_kswapd_nid) as usize) };
     kswapd_sleep(nid.unwrap_or(-1));
@@ -552,25 +552,25 @@ pub fn reclaim_kswapd_sleep_tp(ctx: TracePointContext) -> u32 {
 /// classic tracepoints do not say whether the run is direct, so there is no classic
 /// fallback.
 #[btf_tracepoint(function = "mm_compaction_begin")]
-pub fn reclaim_compact_begin_btf(ctx: BtfTracePointContext) -> i32 {
+pub fn rc_cmpct_b_btf(ctx: BtfTracePointContext) -> i32 {
     compaction_begin(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_compaction_begin")]
-pub fn reclaim_compact_begin_raw(ctx: RawTracePointContext) -> i32 {
+pub fn rc_cmpct_b_raw(ctx: RawTracePointContext) -> i32 {
     compaction_begin(ctx.arg(0));
     0
 }
 
 #[btf_tracepoint(function = "mm_compaction_end")]
-pub fn reclaim_compact_end_btf(_ctx: BtfTracePointContext) -> i32 {
+pub fn rc_cmpct_e_btf(_ctx: BtfTracePointContext) -> i32 {
     end(KIND_COMPACTION, 0);
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_compaction_end")]
-pub fn reclaim_compact_end_raw(_ctx: RawTracePointContext) -> i32 {
+pub fn rc_cmpct_e_raw(_ctx: RawTracePointContext) -> i32 {
     end(KIND_COMPACTION, 0);
     0
 }
@@ -580,7 +580,7 @@ pub fn reclaim_compact_end_raw(_ctx: RawTracePointContext) -> i32 {
 /// with TIF_NOTIFY_RESUME and returns at once unless the task charged pages over
 /// memory.high (current->memcg_nr_pages_over_high): only those calls are stalls.
 #[kprobe]
-pub fn reclaim_high_enter(_ctx: ProbeContext) -> u32 {
+pub fn rc_high_enter(_ctx: ProbeContext) -> u32 {
     // SAFETY: plain helper.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let off = get(&layout().task_memcg_nr_pages_over_high);
@@ -591,7 +591,7 @@ pub fn reclaim_high_enter(_ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn reclaim_high_exit(_ctx: RetProbeContext) -> u32 {
+pub fn rc_high_exit(_ctx: RetProbeContext) -> u32 {
     end(KIND_HIGH, 0);
     0
 }

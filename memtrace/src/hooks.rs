@@ -260,53 +260,53 @@ fn reclaim_hooks() -> Vec<Hook> {
     vec![
         reclaim_tp!(
             "vmscan:direct_begin",
-            "mm_vmscan_direct_reclaim_begin", "reclaim_direct_begin", ["int", "gfp_t"], ["order", "gfp_flags"]),
+            "mm_vmscan_direct_reclaim_begin", "rc_direct_b", ["int", "gfp_t"], ["order", "gfp_flags"]),
         reclaim_tp!(
             "vmscan:direct_end",
-            "mm_vmscan_direct_reclaim_end", "reclaim_direct_end", ["long unsigned int"], ["nr_reclaimed"]),
+            "mm_vmscan_direct_reclaim_end", "rc_direct_e", ["long unsigned int"], ["nr_reclaimed"]),
         reclaim_tp!(
             "vmscan:memcg_begin",
-            "mm_vmscan_memcg_reclaim_begin", "reclaim_memcg_begin", ["int", "gfp_t"], ["order", "gfp_flags"]),
+            "mm_vmscan_memcg_reclaim_begin", "rc_memcg_b", ["int", "gfp_t"], ["order", "gfp_flags"]),
         reclaim_tp!(
             "vmscan:memcg_end",
-            "mm_vmscan_memcg_reclaim_end", "reclaim_memcg_end", ["long unsigned int"], ["nr_reclaimed"]),
+            "mm_vmscan_memcg_reclaim_end", "rc_memcg_e", ["long unsigned int"], ["nr_reclaimed"]),
         reclaim_tp!(
             "vmscan:softlimit_begin",
             "mm_vmscan_memcg_softlimit_reclaim_begin",
-            "reclaim_softlimit_begin",
+            "rc_soft_b",
             ["int", "gfp_t"],
             ["order", "gfp_flags"]
         ),
         reclaim_tp!(
             "vmscan:softlimit_end",
             "mm_vmscan_memcg_softlimit_reclaim_end",
-            "reclaim_softlimit_end",
+            "rc_soft_e",
             ["long unsigned int"],
             ["nr_reclaimed"]
         ),
         reclaim_tp!(
             "vmscan:node_begin",
-            "mm_vmscan_node_reclaim_begin", "reclaim_node_begin", ["int", "int", "gfp_t"], ["nid", "order", "gfp_flags"]),
+            "mm_vmscan_node_reclaim_begin", "rc_node_b", ["int", "int", "gfp_t"], ["nid", "order", "gfp_flags"]),
         reclaim_tp!(
             "vmscan:node_end",
-            "mm_vmscan_node_reclaim_end", "reclaim_node_end", ["long unsigned int"], ["nr_reclaimed"]),
+            "mm_vmscan_node_reclaim_end", "rc_node_e", ["long unsigned int"], ["nr_reclaimed"]),
         reclaim_tp!(
             "vmscan:throttled",
-            "mm_vmscan_throttled", "reclaim_throttled", ["int", "int", "int", "int"], ["usec_delayed", "reason"]),
+            "mm_vmscan_throttled", "rc_throttle", ["int", "int", "int", "int"], ["usec_delayed", "reason"]),
         reclaim_tp!(
             "vmscan:kswapd_wake",
-            "mm_vmscan_kswapd_wake", "reclaim_kswapd_wake", ["int"], ["nid"]),
+            "mm_vmscan_kswapd_wake", "rc_kswapd_w", ["int"], ["nid"]),
         reclaim_tp!(
             "vmscan:kswapd_sleep",
-            "mm_vmscan_kswapd_sleep", "reclaim_kswapd_sleep", ["int"], ["nid"]),
-        reclaim_compaction!("compaction:begin", "mm_compaction_begin", "reclaim_compact_begin"),
-        reclaim_compaction!("compaction:end", "mm_compaction_end", "reclaim_compact_end"),
+            "mm_vmscan_kswapd_sleep", "rc_kswapd_s", ["int"], ["nid"]),
+        reclaim_compaction!("compaction:begin", "mm_compaction_begin", "rc_cmpct_b"),
+        reclaim_compaction!("compaction:end", "mm_compaction_end", "rc_cmpct_e"),
         Hook {
             family: Family::Reclaim,
             name: "memcg:over_high",
             candidates: vec![Candidate {
                 strategy: Strategy::Kprobe,
-                program: "reclaim_high_enter",
+                program: "rc_high_enter",
                 target: "mem_cgroup_handle_over_high",
                 limits: "",
                 check: |k| {
@@ -323,7 +323,7 @@ fn reclaim_hooks() -> Vec<Hook> {
             name: "memcg:over_high_return",
             candidates: vec![Candidate {
                 strategy: Strategy::Kretprobe,
-                program: "reclaim_high_exit",
+                program: "rc_high_exit",
                 target: "mem_cgroup_handle_over_high",
                 limits: "",
                 check: |k| kprobe_target(k, "mem_cgroup_handle_over_high"),

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_reclaim;
 mod setup;
 mod test;
 mod util;
@@ -26,6 +27,17 @@ enum Cmd {
     },
     /// The whole suite: unit tests, host integration tests (root, real kernel).
     Test(test::Options),
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`.
+    Bench {
+        #[command(subcommand)]
+        family: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Kernel cost per reclaim stall (bpf_stats) and agent CPU under a memcg reclaim storm.
+    Reclaim(bench_reclaim::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +51,6 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
+        Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
     }
 }

@@ -3,7 +3,7 @@
 //! slow stalls streamed with context, and the system context that explains them.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     time::{Duration, Instant},
@@ -357,6 +357,12 @@ pub fn decode_stall(bytes: &[u8], gfp: &GfpTable) -> Option<StallRecord> {
 }
 
 #[derive(Serialize)]
+struct ThrottleJson {
+    count: u64,
+    ms: f64,
+}
+
+#[derive(Serialize)]
 struct ContextJson<'a> {
     #[serde(rename = "type")]
     kind_type: &'static str,
@@ -364,8 +370,8 @@ struct ContextJson<'a> {
     #[serde(rename = "final")]
     is_final: bool,
     interval_s: f64,
-    /// Throttle sleeps by reason: count and ms.
-    throttle: HashMap<&'static str, (u64, f64)>,
+    /// Throttle sleeps by reason.
+    throttle: BTreeMap<&'static str, ThrottleJson>,
     #[serde(flatten)]
     context: &'a ctx::Context,
 }
@@ -621,7 +627,7 @@ impl Agent {
                 time: output::rfc3339(output::boot_to_wall_ns(boot_ns())),
                 is_final,
                 interval_s: secs,
-                throttle: throttle.clone(),
+                throttle: throttle.iter().map(|(k, (n, ms))| (*k, ThrottleJson { count: *n, ms: *ms })).collect(),
                 context: &context,
             });
         } else {

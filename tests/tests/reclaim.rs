@@ -180,7 +180,7 @@ fn memcg_page_cache_stalls_are_counted_and_attributed() {
     let slow_memcg = stalls.iter().filter(|s| s["pid"] == presser.pid() && s["kind"] == "memcg").count() as u64;
     assert!(slow_memcg <= count(row));
     let ctx = lines.iter().find(|l| l["type"] == "reclaim_context" && l["final"] == true).expect("final context");
-    assert!(ctx["throttle"]["writeback"][0].as_u64().is_some_and(|n| n > 0), "no writeback throttling: {ctx}");
+    assert!(ctx["throttle"]["writeback"]["count"].as_u64().is_some_and(|n| n > 0), "no writeback throttling: {ctx}");
     assert!(ctx["notes"].to_string().contains("written back"), "{ctx}");
     assert!(ctx["notes"].to_string().contains(&cg.rel), "{ctx}");
     assert!(ctx["sysctl"]["min_free_kbytes"].as_i64().is_some_and(|v| v > 0), "{ctx}");
@@ -201,7 +201,7 @@ fn ino(p: &std::path::Path) -> u64 {
 #[test]
 fn anon_growth_reclaims_lazyfree_memory_without_oom() {
     let cg = MemCgroup::new("rc-anon", 96 * MIB);
-    let mut mt = Memtrace::start(&["reclaim", "--json"]);
+    let mt = Memtrace::start(&["reclaim", "--json"]);
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", "64", "--comm", "mt-rc-lazy", "--cgroup", cg.dir_str()]);
     lazy.wait_line("ready", Duration::from_secs(60));
     let hits0 = cg.limit_hits();

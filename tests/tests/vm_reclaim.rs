@@ -55,7 +55,7 @@ fn global_direct_reclaim_is_seen_as_direct() {
     let lazy_mb = avail_mb * 45 / 100;
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", &lazy_mb.to_string(), "--comm", "mt-vm-lazy"]);
     lazy.wait_line("ready", Duration::from_secs(300));
-    let mut mt = Memtrace::start(&["reclaim", "--json"]);
+    let mt = Memtrace::start(&["reclaim", "--json"]);
     let (stall0, oom0) = (allocstall(), proc_kv("/proc/vmstat", "oom_kill"));
     let free_mb = proc_kv("/proc/meminfo", "MemFree") / 1024;
     // Past free memory by 60% of the lazyfree pages: reclaim must drop them.
@@ -117,7 +117,7 @@ fn memory_high_enforcement_is_seen_as_high() {
     let cg = MemCgroup::new("rc-high", 256 * MIB);
     assert!(cg.v2, "the VM runs cgroup v2");
     cg.write("memory.high", &(48 * MIB).to_string());
-    let mut mt = Memtrace::start(&["reclaim", "--json", "-c", &cg.rel]);
+    let mt = Memtrace::start(&["reclaim", "--json", "-c", &cg.rel]);
     let ready = mt.seen[0].clone();
     assert!(
         ready["probes"].as_array().unwrap().iter().any(|p| p["hook"] == "memcg:over_high"),

@@ -72,7 +72,7 @@ fn filters_select_kills() {
     let cg = MemCgroup::new("filter", 64 * MIB);
     let mut by_cgroup = Memtrace::start(&["oom", "--json", "--cgroup", cg.dir_str()]);
     let me = std::process::id().to_string();
-    let mut by_pid = Memtrace::start(&["oom", "--json", "-p", &me]);
+    let by_pid = Memtrace::start(&["oom", "--json", "-p", &me]);
 
     let mut hog =
         Stress::spawn(&["hog", "--mb", "256", "--comm", "mt-oom-self", "--cgroup", cg.dir_str()]);

@@ -182,18 +182,16 @@ fn kernel(series: Series, cache: &Path, refresh: bool) -> Result<Kernel> {
     }
     match fetch_kernel(series, &dir, cached.as_ref()) {
         Ok(k) => Ok(k),
-        Err(e) => {
-            match cached {
-                Some(k) => {
-                    eprintln!(
-                        "vm-test: [{series}] cannot refresh the kernel ({e:#}); using the cached {}",
-                        k.package
-                    );
-                    Ok(k)
-                }
-                None => Err(e),
+        Err(e) => match cached {
+            Some(k) => {
+                eprintln!(
+                    "vm-test: [{series}] cannot refresh the kernel ({e:#}); using the cached {}",
+                    k.package
+                );
+                Ok(k)
             }
-        }
+            None => Err(e),
+        },
     }
 }
 
@@ -614,9 +612,13 @@ impl KernelRun {
             Some(End::Panicked) => return Some("kernel panic".into()),
             _ => {}
         }
+        let qemu = match &self.end {
+            Some(End::Exited(Some(code))) => format!("qemu exited with {code}"),
+            _ => "qemu ended".to_string(),
+        };
         match self.console.verdict {
-            None if self.console.started.is_none() => Some("init never ran".into()),
-            None => Some("no `init: success|failure` line".into()),
+            None if self.console.started.is_none() => Some(format!("{qemu} before init ran")),
+            None => Some(format!("{qemu} without an `init: success|failure` line")),
             Some(false) => Some("init: failure".into()),
             Some(true) if self.console.executed() == 0 => Some("no tests ran".into()),
             Some(true) => None,
@@ -826,36 +828,28 @@ fn watch(
     loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(line) => {
-                let text = match &line {
-                    Line::Out(l) => strip_controls(l),
-                    Line::Err(l) => format!("qemu: {}", strip_controls(l)),
-                };
-                println!("[{series}] {text}");
-                let _ = writeln!(log, "{text}");
-                if let Line::Out(_) = &line {
-                    let had_verdict = console.verdict.is_some();
-                    console.feed(&text, start.elapsed());
-                    if console.verdict.is_some() && !had_verdict {
-                        deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
-                    }
-                    if console.panicked && killed.is_none() {
-                        killed = Some(End::Panicked);
-                        kill(child, &mut deadline);
-                    }
+            Ok(Line::Out(l)) => {
+                let text = strip_controls(&l);
+                emit(series, log, &text);
+                let had_verdict = console.verdict.is_some();
+                console.feed(&text, start.elapsed());
+                if console.verdict.is_some() && !had_verdict {
+                    deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
+                }
+                if console.panicked && killed.is_none() {
+                    emit(series, log, "vm-test: kernel panic, killing qemu");
+                    killed = Some(End::Panicked);
+                    kill(child, &mut deadline);
                 }
             }
+            Ok(Line::Err(l)) => emit(series, log, &format!("qemu: {}", strip_controls(&l))),
             Err(RecvTimeoutError::Timeout) if killed.is_none() => {
-                if console.verdict.is_none() {
-                    println!(
-                        "[{series}] vm-test: timed out after {} s, killing qemu",
-                        timeout.as_secs()
-                    );
-                    killed = Some(End::TimedOut);
-                } else {
-                    println!("[{series}] vm-test: qemu did not power off, killing it");
-                    killed = Some(End::Exited(None));
-                }
+                let (why, end) = match console.verdict {
+                    None => (format!("timed out after {} s", timeout.as_secs()), End::TimedOut),
+                    Some(_) => ("qemu did not power off".to_string(), End::Exited(None)),
+                };
+                emit(series, log, &format!("vm-test: {why}, killing qemu"));
+                killed = Some(end);
                 kill(child, &mut deadline);
             }
             Err(_) => break,
@@ -864,6 +858,12 @@ fn watch(
     let status = child.wait().ok();
     let end = killed.unwrap_or(End::Exited(status.and_then(|s: ExitStatus| s.code())));
     (console, end)
+}
+
+/// A console line to the terminal (prefixed with the series) and to the log.
+fn emit(series: Series, log: &mut fs::File, text: &str) {
+    println!("[{series}] {text}");
+    let _ = writeln!(log, "{text}");
 }
 
 /// The line without terminal escape sequences (the firmware clears the screen) and other
@@ -1069,6 +1069,7 @@ not json
         assert_eq!(run.problem().as_deref(), Some("no network"));
         run.error = None;
         run.end = Some(End::Exited(Some(0)));
+        assert_eq!(run.problem().as_deref(), Some("qemu exited with 0 before init ran"));
         run.console = console(&["init: started", "init: doctor exit 0", "init: success"]);
         assert_eq!(run.problem().as_deref(), Some("no tests ran"));
         run.console = console(&["init: started", "test a ... ok", "init: success"]);

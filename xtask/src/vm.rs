@@ -533,6 +533,8 @@ status=success
 must() { "$@" || { echo "init: '$*' failed"; status=failure; }; }
 must mount -t sysfs sysfs /sys
 must mount -t tracefs tracefs /sys/kernel/tracing
+# Optional: lets doctor report the lockdown mode.
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 must mount -t cgroup2 cgroup2 /sys/fs/cgroup
 must mount -t tmpfs tmpfs /tmp
 mkdir -p /dev/shm && must mount -t tmpfs tmpfs /dev/shm

@@ -45,8 +45,9 @@ fn memcg_oom_reports_victim_trigger_and_cgroup() {
     );
     assert!(kb(&v["total_vm_kb"]) >= touched_kb);
     assert!(kb(&v["pgtables_kb"]) > 0);
-    assert!(kb(&v["rss_file_kb"]) > 0, "the binary's own text is file-backed");
-    assert_eq!(kb(&v["rss_shmem_kb"]), 0);
+    // The binary's own text: file-backed, or shmem when it runs from an initramfs (VM).
+    assert!(kb(&v["rss_file_kb"]) + kb(&v["rss_shmem_kb"]) > 0, "{v}");
+    assert!(kb(&v["rss_shmem_kb"]) < touched_kb / 10, "the hog maps no shmem");
     assert_eq!(kb(&v["swap_kb"]), 0);
 
     let t = &kill["trigger"];

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod oom;
+pub mod reclaim;
 pub mod shmem;
 pub mod stats;
 
@@ -46,6 +47,8 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    /// A reclaim stall at or above --min-latency (`reclaim::ReclaimStallEvent`).
+    ReclaimStall = 10,
     /// Shmem: a task seen adding shmem pages for the first time (`shmem::ShmemTaskEvent`).
     ShmemTask = 30,
 }
@@ -54,6 +57,7 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::OomKill),
+            10 => Some(EventKind::ReclaimStall),
             30 => Some(EventKind::ShmemTask),
             _ => None,
         }
@@ -62,6 +66,7 @@ impl EventKind {
     pub const fn family(self) -> Family {
         match self {
             EventKind::OomKill => Family::Oom,
+            EventKind::ReclaimStall => Family::Reclaim,
             EventKind::ShmemTask => Family::Shmem,
         }
     }
@@ -105,6 +110,10 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
     unsafe impl aya::Pod for super::layout::KernelLayout {}
     unsafe impl aya::Pod for super::oom::OomConfig {}
+    unsafe impl aya::Pod for super::reclaim::ReclaimConfig {}
+    unsafe impl aya::Pod for super::reclaim::HistKey {}
+    unsafe impl aya::Pod for super::reclaim::Hist {}
+    unsafe impl aya::Pod for super::reclaim::KswapdNode {}
     unsafe impl aya::Pod for super::shmem::ShmemConfig {}
     unsafe impl aya::Pod for super::shmem::InodeKey {}
     unsafe impl aya::Pod for super::shmem::InodeStats {}

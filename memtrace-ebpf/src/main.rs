@@ -8,6 +8,7 @@
 mod kernel;
 mod maps;
 mod oom;
+mod reclaim;
 mod shmem;
 
 #[cfg(not(test))]

@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, shmem, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, reclaim, shmem, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -39,23 +39,34 @@ pub trait FamilyAgent {
 #[derive(Debug, Clone, Default)]
 pub struct FamilyOptions {
     pub oom: oom::Options,
+    pub reclaim: reclaim::Options,
     pub shmem: shmem::Options,
 }
 
 /// Every family's globals for this session.
 pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<Global> {
+    globals_with(kernel, families, cfg, &FamilyOptions::default())
+}
+
+/// Every family's globals for this session, with the families' own options.
+pub fn globals_with(
+    kernel: &Kernel,
+    families: &[Family],
+    cfg: &TraceConfig,
+    opts: &FamilyOptions,
+) -> Vec<Global> {
     let mut g = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     // Globals exist in the object whether or not the family is traced.
     g.extend(oom::globals(kernel, cfg));
+    g.extend(reclaim::globals(kernel, cfg, &opts.reclaim));
     g.extend(shmem::globals(kernel));
     let _ = families;
     g
 }
 
-/// `max_entries` overrides for the BPF object's maps (e.g. a family's big maps shrunk when
-/// it is not traced).
+/// max_entries of maps sized per session (set on the loader before load).
 pub fn map_sizes(families: &[Family]) -> Vec<(&'static str, u32)> {
-    let mut v = Vec::new();
+    let mut v = reclaim::map_sizes(families.contains(&Family::Reclaim));
     v.extend(shmem::map_sizes(families.contains(&Family::Shmem)));
     v
 }
@@ -71,10 +82,13 @@ pub fn agents(
     for f in families {
         match f {
             Family::Oom => v.push(Box::new(oom::Agent::new(cfg.clone(), opts.oom.clone()))),
+            Family::Reclaim => {
+                v.push(Box::new(reclaim::Agent::new(ebpf, cfg.clone(), opts.reclaim.clone())?))
+            }
             Family::Shmem => {
                 v.push(Box::new(shmem::Agent::new(ebpf, cfg.clone(), opts.shmem.clone())?))
             }
-            Family::Reclaim | Family::Slab => {}
+            Family::Slab => {}
         }
     }
     Ok(v)

@@ -103,6 +103,13 @@ pub fn resolve(btf: &Btf) -> Resolved {
     // Renamed to __parent (RCU-protected) in 6.15.
     l.kn_parent = r.off("kernfs_node", &["__parent", "parent"]);
     l.kn_id = r.off("kernfs_node", &["id"]);
+    // Optional (reclaim's direct compaction hook checks them itself): not in `missing`.
+    let opt = |m: &str| btf.offset_of("compact_control", m).map_or(ABSENT, |(o, _)| o);
+    l.cc_direct_compaction = opt("direct_compaction");
+    l.cc_order = opt("order");
+    l.cc_gfp_mask = opt("gfp_mask");
+    l.task_memcg_nr_pages_over_high =
+        btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
     l.valid = 1;
     let shmem_missing = resolve_shmem(btf, &mut l);
     Resolved { layout: l, missing: r.missing, shmem_missing }

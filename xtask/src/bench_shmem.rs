@@ -14,14 +14,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::Parser;
+use clap::Args;
 use serde_json::Value;
 
 use crate::util::{build_memtrace, exec, output};
 
-#[derive(Parser, Debug)]
-#[command(name = "bench shmem")]
-struct Options {
+#[derive(Args, Debug)]
+pub struct Options {
     /// MiB written per round.
     #[arg(long, default_value_t = 256)]
     mb: u64,
@@ -118,10 +117,7 @@ fn mean(v: &[Duration]) -> f64 {
     v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let o = Options::try_parse_from(
-        std::iter::once("bench shmem".to_string()).chain(args.iter().cloned()),
-    )?;
+pub fn run(o: Options) -> Result<()> {
     if std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))

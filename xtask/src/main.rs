@@ -1,10 +1,12 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_reclaim;
 mod bench_shmem;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -25,16 +27,26 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The whole suite: unit tests, host integration tests (root, real kernel).
+    /// The whole suite: unit tests, host integration tests (root, real kernel), then the
+    /// integration tests again inside VMs (vm-test).
     Test(test::Options),
-    /// Benchmarks of a family's kernel-side cost (root): `cargo xtask bench shmem`.
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
+    /// them as root: `cargo xtask vm-test --kernel 6.12`.
+    VmTest(vm::Options),
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`.
     Bench {
-        /// The family (shmem).
-        family: String,
-        /// The family's benchmark options (`cargo xtask bench shmem -- --help`).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        family: Bench,
     },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Kernel cost per reclaim stall (bpf_stats) and agent CPU under a memcg reclaim storm.
+    Reclaim(bench_reclaim::Options),
+    /// Kernel cost per shmem page allocated and freed (bpf_stats), and a tmpfs writer's
+    /// wall time with and without tracing.
+    Shmem(bench_shmem::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,9 +60,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
-        Cmd::Bench { family, args } => match family.as_str() {
-            "shmem" => bench_shmem::run(&args),
-            other => anyhow::bail!("no benchmark for family `{other}` (have: shmem)"),
-        },
+        Cmd::VmTest(opts) => vm::run(opts),
+        Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
+        Cmd::Bench { family: Bench::Shmem(opts) } => bench_shmem::run(opts),
     }
 }

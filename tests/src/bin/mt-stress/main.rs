@@ -5,6 +5,8 @@
 //!
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+//!   pagecache --path F --mb N [--read] [--passes K] [--loop] [--exit]   buffered file writes
+//!   lazyfree --mb N                     N MiB of MADV_FREE memory (reclaimable without swap)
 //!   tmpfs-write --path P --mb N [--hold] [--go F]  write N MiB into a tmpfs file, exit
 //!                                        (shmem.rs)
 //!   memfd-write --name S --mb N [--exit] write N MiB into a memfd, hold it
@@ -14,6 +16,8 @@
 
 mod common;
 mod hog;
+mod lazyfree;
+mod pagecache;
 mod shmem;
 
 fn main() {
@@ -26,6 +30,8 @@ fn main() {
     opts.apply();
     match workload.as_str() {
         "hog" => hog::run(&opts),
+        "pagecache" => pagecache::run(&opts),
+        "lazyfree" => lazyfree::run(&opts),
         "tmpfs-write" => shmem::tmpfs_write(&opts),
         "memfd-write" => shmem::memfd_write(&opts),
         "shm-write" => shmem::shm_write(&opts),

@@ -51,6 +51,36 @@ pub struct KernelLayout {
     pub kn_name: u32,
     pub kn_parent: u32,
     pub kn_id: u32,
+
+    // OOM decision (optional: a missing member degrades that feature only).
+    pub task_flags: u32,
+    /// `task_struct.tasks`: the list of thread-group leaders (for_each_process).
+    pub task_tasks: u32,
+    /// `task_struct.stack`: base of the task's kernel stack.
+    pub task_stack: u32,
+    pub task_vfork_done: u32,
+    pub task_real_parent: u32,
+    pub signal_oom_mm: u32,
+    pub signal_oom_flag_origin: u32,
+    /// `signal_struct.live`: threads not yet exited (0: a dead group, a zombie).
+    pub signal_live: u32,
+    /// `mm_struct.flags` (an unsigned long, or mm_flags_t's bitmap from 6.18).
+    pub mm_flags: u32,
+    pub css_parent: u32,
+    /// `mem_cgroup.css` and `mem_cgroup.memory` (a page_counter).
+    pub memcg_css: u32,
+    pub memcg_memory: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+    /// struct oom_control.
+    pub oc_zonelist: u32,
+    pub oc_memcg: u32,
+    pub oc_gfp_mask: u32,
+    pub oc_order: u32,
+    pub oc_totalpages: u32,
+    pub oc_chosen: u32,
+    pub oc_chosen_points: u32,
+    pub oc_constraint: u32,
 }
 
 impl KernelLayout {
@@ -83,5 +113,27 @@ impl KernelLayout {
         kn_name: ABSENT,
         kn_parent: ABSENT,
         kn_id: ABSENT,
+        task_flags: ABSENT,
+        task_tasks: ABSENT,
+        task_stack: ABSENT,
+        task_vfork_done: ABSENT,
+        task_real_parent: ABSENT,
+        signal_oom_mm: ABSENT,
+        signal_oom_flag_origin: ABSENT,
+        signal_live: ABSENT,
+        mm_flags: ABSENT,
+        css_parent: ABSENT,
+        memcg_css: ABSENT,
+        memcg_memory: ABSENT,
+        page_counter_usage: ABSENT,
+        page_counter_max: ABSENT,
+        oc_zonelist: ABSENT,
+        oc_memcg: ABSENT,
+        oc_gfp_mask: ABSENT,
+        oc_order: ABSENT,
+        oc_totalpages: ABSENT,
+        oc_chosen: ABSENT,
+        oc_chosen_points: ABSENT,
+        oc_constraint: ABSENT,
     };
 }

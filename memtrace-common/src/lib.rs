@@ -45,19 +45,28 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    OomCandidate = 2,
+    OomReaper = 3,
+    OomSelectDone = 4,
 }
 
 impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::OomKill),
+            2 => Some(EventKind::OomCandidate),
+            3 => Some(EventKind::OomReaper),
+            4 => Some(EventKind::OomSelectDone),
             _ => None,
         }
     }
 
     pub const fn family(self) -> Family {
         match self {
-            EventKind::OomKill => Family::Oom,
+            EventKind::OomKill
+            | EventKind::OomCandidate
+            | EventKind::OomReaper
+            | EventKind::OomSelectDone => Family::Oom,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +25,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The whole suite: unit tests, host integration tests (root, real kernel).
+    /// The whole suite: unit tests, host integration tests (root, real kernel), then the
+    /// integration tests again inside VMs (vm-test).
     Test(test::Options),
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
+    /// them as root: `cargo xtask vm-test --kernel 6.12`.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +44,6 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
+        Cmd::VmTest(opts) => vm::run(opts),
     }
 }

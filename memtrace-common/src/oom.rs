@@ -116,12 +116,16 @@ pub const OOM_D_HAVE_MEMCG: u32 = 1 << 5;
 pub const OOM_D_HAVE_RETRY: u32 = 1 << 6;
 /// The candidate walk stopped at `max_walk` tasks.
 pub const OOM_D_WALK_TRUNCATED: u32 = 1 << 7;
-/// The victim already had PF_EXITING when it was marked.
+/// The victim had PF_EXITING at the mark_victim tracepoint (already exiting before the
+/// selection, or right after its SIGKILL: the two cannot be told apart there).
 pub const OOM_D_VICTIM_EXITING: u32 = 1 << 8;
 /// `gfp_mask`, `order`, `constraint` and `totalpages` are valid.
 pub const OOM_D_HAVE_OC: u32 = 1 << 9;
 /// `chosen_points` is the kernel's own score of the victim.
 pub const OOM_D_HAVE_CHOSEN_POINTS: u32 = 1 << 10;
+/// The victim was exiting (PF_EXITING) by the time the record was sent: its exit may have
+/// come before the exit hook knew it as a victim.
+pub const OOM_D_EXITING_AT_SEND: u32 = 1 << 11;
 
 /// How the candidates of a decision were obtained ([`OomKillEvent::method`]).
 pub const OOM_METHOD_NONE: u32 = 0;
@@ -209,7 +213,7 @@ pub struct OomKillEvent {
     /// The OOM memcg's `memory` page counter (pages).
     pub memcg_usage: u64,
     pub memcg_max: u64,
-    /// `task->flags` of the victim when marked.
+    /// `task->flags` of the victim when marked (before the walk).
     pub victim_task_flags: u32,
     /// `OOM_METHOD_*`.
     pub method: u32,

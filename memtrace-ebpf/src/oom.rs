@@ -37,7 +37,7 @@ use memtrace_common::{
         CAND_SKIP_OTHER, CAND_SKIP_VFORK, CONSTRAINT_MEMCG, CONSTRAINT_NONE, CONSTRAINT_UNKNOWN, NO_FIELD,
         OOM_D_GROUP_MEMBER, OOM_D_HAVE_CHOSEN_POINTS, OOM_D_HAVE_MEMCG, OOM_D_HAVE_OC,
         OOM_D_HAVE_RETRY, OOM_D_INFERRED, OOM_D_NO_SELECTION, OOM_D_OC_ENTRY, OOM_D_OC_STACK,
-        OOM_D_VICTIM_EXITING, OOM_D_WALK_TRUNCATED, OOM_HAVE_MM, OOM_HAVE_TASK,
+        OOM_D_EXITING_AT_SEND, OOM_D_VICTIM_EXITING, OOM_D_WALK_TRUNCATED, OOM_HAVE_MM, OOM_HAVE_TASK,
         OOM_METHOD_FEXIT, OOM_METHOD_KRETPROBE, OOM_METHOD_NONE, OOM_METHOD_WALK, OOM_NO_MM,
         OomCandidateEvent, OomConfig, OomKillEvent, OomReaperEvent, OomRetry,
         OomSelectDoneEvent, REAPER_EXIT, REAPER_FINISH, REAPER_SKIP, REAPER_START, REAPER_WAKE,
@@ -165,7 +165,8 @@ pub fn oom_mark_victim_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// What the kill record says about the decision; filled before the record is reserved.
+/// What the kill record says about the decision; filled before the record is sent.
+#[repr(C)]
 #[derive(Clone, Copy)]
 struct Decision {
     decision: u64,
@@ -179,15 +180,72 @@ struct Decision {
     /// Without an oom_control: the inferred OOM memcg (0: global) and domain size.
     inferred_memcg: u64,
     inferred_totalpages: u64,
+    /// The OOM memcg's page counter, read as early as possible (the victim's memory
+    /// starts going as soon as it has its SIGKILL); `memcg_read` 1 when read.
+    memcg_usage: u64,
+    memcg_max: u64,
+    memcg_read: u64,
 }
 
+/// One mark_victim in progress: per-CPU scratch (OOM kills are serialised by the
+/// kernel's oom_lock, and the record is too big for the BPF stack).
+#[repr(C)]
+pub struct Mark {
+    ev: OomKillEvent,
+    d: Decision,
+    /// The victim's task_struct, 0 for the pid-only tracepoint.
+    task: u64,
+    t: u64,
+    tid: u32,
+    pid_only: u32,
+    work: u32,
+    _pad: u32,
+}
+
+#[map(name = "OOM_MARK")]
+static OOM_MARK: PerCpuArray<Mark> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn mark() -> Option<&'static mut Mark> {
+    // SAFETY: this CPU's scratch; one mark_victim at a time (oom_lock).
+    OOM_MARK.get_ptr_mut(0).map(|m| unsafe { &mut *m })
+}
+
+/// The heavy parts are global BPF functions (no pointer arguments: they work on the
+/// per-CPU `Mark`), so the verifier checks each once instead of along every path of
+/// the program; 6.1's verifier gives up on the inlined whole.
 #[inline(always)]
 fn try_mark_victim(task: Option<*const u8>, pid_only: u32) -> Result<(), i64> {
     count(Family::Oom, stats::EVENTS);
-    let t = now();
-    let tid = current_tid();
-    let mut d = Decision {
-        decision: t,
+    let Some(m) = mark() else { return Err(-1) };
+    m.task = task.map_or(0, |p| p as u64);
+    m.pid_only = pid_only;
+    m.t = now();
+    m.tid = current_tid();
+    let mut failed = oom_mark_decide();
+    oom_mark_work();
+    failed |= oom_mark_fill();
+    if failed != 0 {
+        count(Family::Oom, stats::READ_ERRORS);
+    }
+    if EVENTS.output::<OomKillEvent>(&m.ev, 0).is_err() {
+        count(Family::Oom, stats::RINGBUF_DROPS);
+        return Err(-1);
+    }
+    if m.task == 0 && OOM_VICTIMS.insert(&m.ev.victim_pid, &m.d.decision, 0).is_err() {
+        count(Family::Oom, stats::MAP_FULL);
+    }
+    Ok(())
+}
+
+/// The cheap part of the decision; the victim registered for its exit and its memory
+/// read before the (slow) walk, during which it may exit. Returns 1 when a read failed.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn oom_mark_decide() -> i64 {
+    let Some(m) = mark() else { return 0 };
+    m.d = Decision {
+        decision: m.t,
         oc: 0,
         dflags: 0,
         method: OOM_METHOD_NONE,
@@ -197,57 +255,92 @@ fn try_mark_victim(task: Option<*const u8>, pid_only: u32) -> Result<(), i64> {
         _pad: 0,
         inferred_memcg: 0,
         inferred_totalpages: 0,
+        memcg_usage: 0,
+        memcg_max: 0,
+        memcg_read: 0,
     };
-    let victim = task.map_or(0, |p| p as u64);
-    let work = decide(victim, tid, t, &mut d);
-    // Known as a victim before the (slow) walk: it may exit while we walk.
-    if victim != 0 {
-        let pid = read::<i32>(victim as *const u8, get(&layout().task_pid)).unwrap_or(0) as u32;
-        if OOM_VICTIMS.insert(&pid, &d.decision, 0).is_err() {
+    m.work = decide(m.task, m.tid, m.t, &mut m.d);
+    capture_memcg(&mut m.d);
+    if m.task != 0 {
+        let pid = read::<i32>(m.task as *const u8, get(&layout().task_pid)).unwrap_or(0) as u32;
+        if OOM_VICTIMS.insert(&pid, &m.d.decision, 0).is_err() {
             count(Family::Oom, stats::MAP_FULL);
         }
     }
-    match work {
+    // The victim's memory now, before it can exit during the walk.
+    let task = (m.task != 0).then_some(m.task as *const u8);
+    // SAFETY: plain data in this CPU's scratch.
+    let failed = unsafe { fill(&mut m.ev, task, m.pid_only) };
+    i64::from(failed)
+}
+
+/// Reads the OOM memcg's usage and limit once its memcg is known (from the oom_control,
+/// or inferred by the walk).
+#[inline(always)]
+fn capture_memcg(d: &mut Decision) {
+    if d.memcg_read != 0 {
+        return;
+    }
+    let memcg = if d.oc != 0 {
+        read::<u64>(d.oc as *const u8, get(&layout().oc_memcg)).unwrap_or(0)
+    } else {
+        d.inferred_memcg
+    };
+    if memcg == 0 {
+        return;
+    }
+    if let Some((usage, max)) = memcg_counter(memcg) {
+        d.memcg_usage = usage;
+        d.memcg_max = max;
+        d.memcg_read = 1;
+    }
+}
+
+/// The oom_control scan and the candidate walk, when the decision needs them.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn oom_mark_work() -> i64 {
+    let Some(m) = mark() else { return 0 };
+    let victim = m.task;
+    match m.work {
         WORK_SCAN_WALK => {
-            d.oc = scan_stack(victim);
-            if d.oc != 0 {
-                d.dflags |= OOM_D_OC_STACK;
+            m.d.oc = scan_stack(victim);
+            if m.d.oc != 0 {
+                m.d.dflags |= OOM_D_OC_STACK;
+                capture_memcg(&mut m.d);
             }
-            walk(victim, &mut d);
+            walk(victim, &mut m.d);
+            capture_memcg(&mut m.d);
             let last = Last {
-                decision: d.decision,
+                decision: m.d.decision,
                 victim,
-                oc: d.oc,
-                ns: t,
-                dflags: d.dflags,
-                method: d.method,
+                oc: m.d.oc,
+                ns: m.t,
+                dflags: m.d.dflags,
+                method: m.d.method,
             };
-            if d.oc != 0 && OOM_LAST.insert(&tid, &last, 0).is_err() {
+            if m.d.oc != 0 && OOM_LAST.insert(&m.tid, &last, 0).is_err() {
                 count(Family::Oom, stats::MAP_FULL);
             }
         }
-        WORK_WALK => walk(victim, &mut d),
+        WORK_WALK => walk(victim, &mut m.d),
         _ => {}
     }
+    0
+}
 
-    let Some(mut entry) = EVENTS.reserve::<OomKillEvent>(0) else {
-        count(Family::Oom, stats::RINGBUF_DROPS);
-        return Err(-1);
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring-buffer record of our type; every field is
-    // written below before submit.
-    let failed = unsafe { fill(&mut *ev, task, pid_only) } | unsafe { fill_decision(&mut *ev, &d) };
-    if failed {
-        count(Family::Oom, stats::READ_ERRORS);
+/// The decision part of the kill record. Returns 1 when a kernel read failed.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn oom_mark_fill() -> i64 {
+    let Some(m) = mark() else { return 1 };
+    // SAFETY: plain data in this CPU's scratch.
+    let failed = unsafe { fill_decision(&mut m.ev, &m.d) };
+    let now_flags = read::<u32>(m.task as *const u8, get(&layout().task_flags)).unwrap_or(0);
+    if now_flags & get(&cfg().pf_exiting) != 0 {
+        m.ev.dflags |= OOM_D_EXITING_AT_SEND;
     }
-    // SAFETY: as above.
-    let victim_pid = unsafe { (*ev).victim_pid };
-    entry.submit(0);
-    if victim == 0 && OOM_VICTIMS.insert(&victim_pid, &d.decision, 0).is_err() {
-        count(Family::Oom, stats::MAP_FULL);
-    }
-    Ok(())
+    i64::from(failed)
 }
 
 /// What `decide` leaves to do.
@@ -524,9 +617,10 @@ fn eval_task(c: &mut WalkCtx, task: u64) {
         }
         // mem_cgroup_scan_tasks() does not visit dead groups (zombies): for_each_process
         // does, and skips them (no mm).
+        // The victim itself may be exiting already: it stays.
         let signal = read_ptr(p, get(&l.task_signal));
         if let Ok(sig) = signal {
-            if read::<i32>(sig, get(&l.signal_live)) == Ok(0) {
+            if tgid as u64 != c.victim_tgid && read::<i32>(sig, get(&l.signal_live)) == Ok(0) {
                 return;
             }
         }
@@ -777,9 +871,9 @@ unsafe fn fill(ev: &mut OomKillEvent, task: Option<*const u8>, pid_only: u32) ->
         return failed;
     };
     ev.flags |= OOM_HAVE_TASK;
+    ev.victim_task_flags = read::<u32>(task, get(&l.task_flags)).unwrap_or(0);
     ev.victim_pid = read::<i32>(task, get(&l.task_pid)).unwrap_or(0) as u32;
     ev.victim_tgid = read::<i32>(task, get(&l.task_tgid)).unwrap_or(0) as u32;
-    ev.victim_task_flags = read::<u32>(task, get(&l.task_flags)).unwrap_or(0);
     failed |= kernel::task_comm(task, &mut ev.victim_comm).is_err();
     if let Ok(cred) = read_ptr(task, get(&l.task_real_cred)) {
         ev.victim_uid = read::<u32>(cred, get(&l.cred_uid)).unwrap_or(u32::MAX);
@@ -878,7 +972,11 @@ unsafe fn fill_decision(ev: &mut OomKillEvent, d: &Decision) -> bool {
         ev.constraint = if memcg != 0 { CONSTRAINT_MEMCG } else { CONSTRAINT_NONE };
     }
     if memcg != 0 {
-        if let Some((usage, max)) = memcg_counter(memcg) {
+        if d.memcg_read != 0 {
+            ev.memcg_usage = d.memcg_usage;
+            ev.memcg_max = d.memcg_max;
+            ev.dflags |= OOM_D_HAVE_MEMCG;
+        } else if let Some((usage, max)) = memcg_counter(memcg) {
             ev.memcg_usage = usage;
             ev.memcg_max = max;
             ev.dflags |= OOM_D_HAVE_MEMCG;
@@ -1084,11 +1182,20 @@ pub fn oom_skip_task_reaping(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Every task exit in the system: one hash lookup, a record only for OOM victims.
+/// Every task exit in the system (the exiting task is current): a record only for OOM
+/// victims. Known ones are in OOM_VICTIMS; a victim killed by SIGKILL can exit before
+/// its mark_victim program registered it, but the kernel sets `signal->oom_mm` before
+/// the tracepoint: such an exit is reported with decision 0 and matched by pid.
 #[inline(always)]
 fn exited(pid: u32) {
     if OOM_VICTIMS.get_ptr(&pid).is_none() {
-        return;
+        let l = layout();
+        // SAFETY: plain helper.
+        let current = unsafe { bpf_get_current_task() } as *const u8;
+        let Ok(signal) = read_ptr(current, get(&l.task_signal)) else { return };
+        if read::<u64>(signal, get(&l.signal_oom_mm)).unwrap_or(0) == 0 {
+            return;
+        }
     }
     reaper(pid, REAPER_EXIT);
     let _ = OOM_VICTIMS.remove(&pid);

@@ -16,7 +16,7 @@ use memtrace_common::{
         CAND_SKIP_VFORK, CONSTRAINT_CPUSET, CONSTRAINT_MEMCG, CONSTRAINT_MEMORY_POLICY,
         CONSTRAINT_NONE, NO_FIELD, OOM_D_GROUP_MEMBER, OOM_D_HAVE_CHOSEN_POINTS,
         OOM_D_HAVE_MEMCG, OOM_D_HAVE_OC, OOM_D_HAVE_RETRY, OOM_D_INFERRED, OOM_D_NO_SELECTION,
-        OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_VICTIM_EXITING, OOM_D_WALK_TRUNCATED,
+        OOM_D_EXITING_AT_SEND, OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_WALK_TRUNCATED,
         OOM_HAVE_MM, OOM_HAVE_TASK, OOM_METHOD_FEXIT, OOM_METHOD_KRETPROBE, OOM_METHOD_WALK,
         OOM_NO_MM, OomCandidateEvent, OomConfig, OomKillEvent, OomReaperEvent,
         OomSelectDoneEvent, REAPER_EXIT, REAPER_FINISH, REAPER_SKIP, REAPER_START, REAPER_WAKE,
@@ -383,10 +383,6 @@ pub fn from_event(ev: &OomKillEvent, env: &Env) -> OomKill {
              memory reserves instead of killing another process"
                 .to_string(),
         );
-    } else if d & OOM_D_VICTIM_EXITING != 0 {
-        notes.push(
-            "the victim was already exiting when chosen: the kernel only marked it".to_string(),
-        );
     }
     if d & OOM_D_WALK_TRUNCATED != 0 {
         notes.push("the candidate walk stopped at its task limit: the table is partial".into());
@@ -540,6 +536,8 @@ struct Track {
     start_ns: Option<u64>,
     finish_ns: Option<u64>,
     skips: u32,
+    /// Already exiting when the kill record was sent (its exit may precede the hook).
+    exiting_at_send: bool,
 }
 
 impl Track {
@@ -562,6 +560,8 @@ const SETTLE: Duration = Duration::from_millis(30);
 /// The reaper is woken OOM_REAPER_DELAY (2 s) after a kill whose victim is still there.
 const NO_EXIT_WAIT: Duration = Duration::from_millis(2600);
 const REAPER_WAIT: Duration = Duration::from_millis(1500);
+/// A victim already exiting when its record was sent: how long its exit event may take.
+const EXITING_GRACE: Duration = Duration::from_millis(300);
 const HARD_WAIT: Duration = Duration::from_secs(8);
 /// Decisions whose candidates are buffered before their kill arrives.
 const MAX_BUFFERED: usize = 64;
@@ -577,6 +577,12 @@ impl Pending {
             return false;
         }
         if self.tracks.iter().all(Track::ended) {
+            return true;
+        }
+        if since_mark >= EXITING_GRACE
+            && self.woken.is_none()
+            && self.tracks.iter().all(|t| t.ended() || t.exiting_at_send)
+        {
             return true;
         }
         match self.woken {
@@ -597,6 +603,8 @@ pub struct Agent {
     /// Decisions already printed (late group members, reaper events): id -> victim pids.
     done: Vec<(u64, Vec<u32>)>,
     cgroups: CgroupNames,
+    /// Victims whose exit came before their kill record: pid -> exit time.
+    early_exits: Vec<(u32, u64)>,
 }
 
 impl Agent {
@@ -613,6 +621,7 @@ impl Agent {
             pending: Vec::new(),
             done: Vec::new(),
             cgroups: CgroupNames::default(),
+            early_exits: Vec::new(),
         }
     }
 
@@ -644,7 +653,14 @@ impl Agent {
 
     fn on_kill(&mut self, ev: &OomKillEvent) {
         let now = Instant::now();
-        let track = Track { pid: ev.victim_pid, kill_ns: ev.header.boot_ns, ..Track::default() };
+        let early = self.early_exits.iter().position(|&(pid, _)| pid == ev.victim_pid);
+        let track = Track {
+            pid: ev.victim_pid,
+            kill_ns: ev.header.boot_ns,
+            exit_ns: early.map(|i| self.early_exits.remove(i).1),
+            exiting_at_send: ev.dflags & OOM_D_EXITING_AT_SEND != 0,
+            ..Track::default()
+        };
         if ev.dflags & OOM_D_GROUP_MEMBER != 0 {
             if let Some(p) = self.pending.iter_mut().find(|p| p.kill.decision_id == ev.decision) {
                 let k = from_event(ev, &self.env);
@@ -679,6 +695,9 @@ impl Agent {
                 ev.decision
             ));
         } else {
+            if ev.method == OOM_METHOD_WALK {
+                self.victim_row(&mut cands, ev, &mut kill);
+            }
             for c in &mut cands {
                 c.victim = c.tgid == ev.victim_tgid;
                 c.cgroup = if c.victim && kill.victim.cgroup.is_some() {
@@ -703,6 +722,60 @@ impl Agent {
             last_mark: now,
             woken: None,
         });
+    }
+
+    /// The walk reads the victim after the kill's own record: a victim that exits fast
+    /// may have no memory left by then. Its row then comes from the kill record's
+    /// counters (read at the tracepoint, before the walk).
+    fn victim_row(&self, cands: &mut Vec<Candidate>, ev: &OomKillEvent, kill: &mut OomKill) {
+        let idx = cands.iter().position(|c| c.tgid == ev.victim_tgid);
+        let gone = idx.is_none_or(|i| {
+            cands[i].points.is_none()
+                && matches!(
+                    cands[i].skipped,
+                    Some(oom_report::SKIP_NO_MM | oom_report::SKIP_OOM_SKIP)
+                )
+        });
+        if !gone || ev.flags & OOM_HAVE_MM == 0 || ev.totalpages == 0 {
+            return;
+        }
+        let p = self.env.page_kib;
+        let (anon, file, shmem) = (ev.rss_anon.max(0), ev.rss_file.max(0), ev.rss_shmem.max(0));
+        let b = Breakdown::new(
+            anon + file + shmem,
+            ev.swap_ents.max(0),
+            ev.pgtables_bytes.max(0) >> self.env.page_shift,
+            i64::from(ev.victim_oom_score_adj),
+            ev.totalpages,
+        );
+        let points = if ev.dflags & OOM_D_HAVE_CHOSEN_POINTS != 0 { ev.chosen_points } else { b.total };
+        let row = Candidate {
+            pid: ev.victim_pid,
+            tgid: ev.victim_tgid,
+            comm: kill.victim.comm.clone(),
+            cgroup: kill.victim.cgroup.clone(),
+            cgroup_id: ev.victim_cgroup.id,
+            points: Some(points),
+            oom_score_adj: ev.victim_oom_score_adj,
+            rss_kb: (anon + file + shmem) * p,
+            rss_anon_kb: anon * p,
+            rss_file_kb: file * p,
+            rss_shmem_kb: shmem * p,
+            swap_kb: ev.swap_ents.max(0) * p,
+            pgtables_kb: ev.pgtables_bytes.max(0) / 1024,
+            skipped: None,
+            victim: true,
+            breakdown: Some(b),
+        };
+        match idx {
+            Some(i) => cands[i] = row,
+            None => cands.push(row),
+        }
+        kill.notes.push(
+            "the victim had already released its memory when the walk reached it: its row \
+             uses the counters read at the kill"
+                .to_string(),
+        );
     }
 
     /// The victim's score and its parts: from its candidate record when there is one
@@ -747,6 +820,15 @@ impl Agent {
             (ev.decision == 0 || p.kill.decision_id == ev.decision)
                 && p.tracks.iter().any(|t| t.pid == ev.pid)
         }) else {
+            if ev.phase == REAPER_EXIT && !self.done.iter().any(|(d, _)| *d == ev.decision) {
+                // Exited before its kill record arrived (the record is sent after the
+                // candidate walk; the victim's SIGKILL came before it).
+                if self.early_exits.len() >= MAX_BUFFERED {
+                    self.early_exits.remove(0);
+                }
+                self.early_exits.push((ev.pid, ev.header.boot_ns));
+                return;
+            }
             if self.done.iter().any(|(_, pids)| pids.contains(&ev.pid)) {
                 log::debug!("reaper phase {} for pid {} after its report", ev.phase, ev.pid);
             }
@@ -767,22 +849,21 @@ impl Agent {
         }
     }
 
-    /// Prints the decisions that are complete (all with `force`).
+    /// Prints the decisions that are complete (all with `force`), oldest first: a
+    /// decision waits for the ones before it, so the output stays in kill order.
     fn flush(&mut self, force: bool) {
         let now = Instant::now();
-        let mut i = 0;
-        while i < self.pending.len() {
-            if force || self.pending[i].ready(now) {
-                let p = self.pending.remove(i);
-                log::debug!(
-                    "oom decision {} complete after {:?} (forced: {force})",
-                    p.kill.decision_id,
-                    now.duration_since(p.created)
-                );
-                self.emit(p);
-            } else {
-                i += 1;
+        while let Some(p) = self.pending.first() {
+            if !force && !p.ready(now) {
+                break;
             }
+            let p = self.pending.remove(0);
+            log::debug!(
+                "oom decision {} complete after {:?} (forced: {force})",
+                p.kill.decision_id,
+                now.duration_since(p.created)
+            );
+            self.emit(p);
         }
     }
 
@@ -849,6 +930,11 @@ fn reaper_summary(tracks: &[Track]) -> Reaper {
             }
             parts.push(s);
         }
+        (None, None) if v.exiting_at_send => parts.push(
+            "the victim was already exiting when the kill was recorded; the OOM reaper was \
+             not needed"
+                .to_string(),
+        ),
         (None, None) => parts.push(
             "the victim's exit was not seen before the report (still exiting, or the exit hook \
              is not attached)"

@@ -81,6 +81,13 @@ fn within(actual: i64, expected: i64, pct: i64) -> bool {
     (actual - expected).abs() * 100 <= expected.abs() * pct
 }
 
+/// The kernel scores with get_mm_counter(), the global part of per-CPU counters; /proc
+/// reports their exact sum. They differ by up to a batch (32 pages) per CPU and counter.
+fn near_proc(actual: i64, proc_pages: i64) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as i64;
+    (actual - proc_pages).abs() <= (proc_pages / 100).max(2 * 32 * cpus)
+}
+
 /// Checks one decision: constraint and domain, the trigger, every live process a
 /// candidate, the victim the highest and as the formula says.
 /// Whether this kernel gives the exact method (oom_badness fexit/kretprobe attached).
@@ -104,7 +111,11 @@ fn check_decision(
     assert_eq!(d["memcg"], cg.rel.as_str());
     assert_eq!(d["totalpages"], totalpages, "totalpages is the memcg limit in pages: {d}");
     assert_eq!(d["memcg_limit_kb"], 128 * 1024);
-    assert!(d["memcg_usage_kb"].as_i64().unwrap() > 120 * 1024, "the memcg was full: {d}");
+    // Full at the OOM; read at mark_victim, when the SIGKILLed victim may have begun to
+    // free its memory.
+    let usage = d["memcg_usage_kb"].as_i64().unwrap();
+    let victim_rss = victim.status_kib;
+    assert!(usage + victim_rss >= 128 * 1024 * 95 / 100, "the memcg was full: {d}");
     assert_eq!(kill["order"], 0);
     assert!(kill["gfp_flags"].as_array().is_some_and(|f| !f.is_empty()), "{kill}");
 
@@ -130,7 +141,7 @@ fn check_decision(
         assert!(c["skipped"].is_null(), "{c}");
         if p.pid() != grower.pid() {
             let (got, want) = (points(c), p.status_points(totalpages));
-            assert!(within(got, want, 1), "{}: points {got}, formula on /proc {want}: {c}", p.comm);
+            assert!(near_proc(got, want), "{}: points {got}, formula on /proc {want}: {c}", p.comm);
         }
     }
     let cands = kill["candidates"].as_array().unwrap();
@@ -150,7 +161,7 @@ fn check_decision(
     assert_eq!(b["adj_pages"], victim.adj * (totalpages / 1000));
     assert_eq!(b["oom_score_adj"], victim.adj);
     let rss = b["rss_pages"].as_i64().unwrap() + b["pgtables_pages"].as_i64().unwrap();
-    assert!(within(rss, victim.status_kib / PAGE_KIB, 1), "{b} vs /proc {}", victim.status_kib);
+    assert!(near_proc(rss, victim.status_kib / PAGE_KIB), "{b} vs /proc {}", victim.status_kib);
     let sum = ["rss_pages", "swap_pages", "pgtables_pages", "adj_pages"]
         .iter()
         .map(|k| b[k].as_i64().unwrap())

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_oom;
 mod setup;
 mod test;
 mod util;
@@ -31,6 +32,17 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.
     VmTest(vm::Options),
+    /// Kernel-side cost of a family's BPF programs, from the kernel's BPF statistics
+    /// (root): `cargo xtask bench oom`.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The oom family: the victim-exit filter on every process exit, and each OOM
+    /// decision's stack scan and candidate walk.
+    Oom(bench_oom::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
+        Cmd::Bench(Bench::Oom(opts)) => bench_oom::run(opts),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use memtrace_tests::{MemCgroup, Memtrace, Stress, Value, stats_of};
+use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, Value, stats_of};
 
 const MIB: u64 = 1024 * 1024;
 const PAGE_KIB: i64 = 4;
@@ -242,17 +242,8 @@ fn memcg_oom_decisions_name_every_candidate_and_the_right_victim_twice() {
 #[test]
 fn text_report_lists_top_ten_candidates_or_all() {
     let cg = MemCgroup::new("dectext", 96 * MIB);
-    let spawn = |args: &[&str]| {
-        std::process::Command::new(memtrace_tests::memtrace_bin())
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let top = spawn(&["oom", "--duration", "12", "-c", &cg.rel]);
-    let all = spawn(&["oom", "--duration", "12", "-c", &cg.rel, "--all-candidates"]);
-    std::thread::sleep(Duration::from_secs(4));
+    let top = TextMemtrace::start(&["oom", "-c", &cg.rel]);
+    let all = TextMemtrace::start(&["oom", "-c", &cg.rel, "--all-candidates"]);
     let mut small: Vec<Stress> = (0..12)
         .map(|i| {
             let comm = format!("mt-small-{i}");
@@ -265,14 +256,10 @@ fn text_report_lists_top_ten_candidates_or_all() {
         "hog", "--mb", "256", "--comm", "mt-text-grower", "--cgroup", cg.dir_str(),
     ]);
     assert_eq!(grower.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
-    let top = top.wait_with_output().unwrap();
-    let all = all.wait_with_output().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let (top_out, top_err) = top.stop();
+    let (all_out, _) = all.stop();
     small.clear();
-    let top_out = String::from_utf8_lossy(&top.stdout);
-    let all_out = String::from_utf8_lossy(&all.stdout);
-    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
-    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
-    let top_err = String::from_utf8_lossy(&top.stderr);
     let method = if top_err.contains("oom:oom_badness via") {
         "(exact)"
     } else {

@@ -44,8 +44,10 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     protected.wait_line("ready", Duration::from_secs(60));
     let mut big = Stress::spawn(&["hog", "--mb", "64", "--comm", "mt-vm-big", "--adj", "300"]);
     big.wait_line("ready", Duration::from_secs(60));
+    // Less than RAM (the overcommit heuristic refuses bigger mappings), more than is free.
+    let total_mib = (meminfo_kib("MemTotal:") / 1024).to_string();
     let mut grower =
-        Stress::spawn(&["hog", "--mb", "4096", "--step-kb", "4096", "--comm", "mt-vm-grower"]);
+        Stress::spawn(&["hog", "--mb", &total_mib, "--step-kb", "4096", "--comm", "mt-vm-grower"]);
 
     let kill = mt
         .wait_for(Duration::from_secs(240), |v| v["type"] == "oom_kill")

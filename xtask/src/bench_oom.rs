@@ -206,7 +206,7 @@ fn measure(memtrace: &Path, stress: &Path, opts: &Options) -> Result<()> {
     let mut kills = Vec::new();
     for i in 0..opts.kills {
         let mut g = Command::new(stress)
-            .args(["hog", "--mb", "100000", "--comm", &format!("bench-grow-{i}"), "--cgroup"])
+            .args(["hog", "--mb", "2048", "--comm", &format!("bench-grow-{i}"), "--cgroup"])
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()?;

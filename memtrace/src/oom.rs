@@ -908,6 +908,11 @@ fn reaper_summary(tracks: &[Track]) -> Reaper {
     };
     let mut parts = Vec::new();
     match (r.victim_exit_ms, r.wake_reaper_ms) {
+        (Some(_), None) if v.exit_ns.is_some_and(|x| x <= v.kill_ns) => parts.push(
+            "the victim exited right at the kill (before mark_victim had finished); the OOM \
+             reaper was not needed"
+                .to_string(),
+        ),
         (Some(e), None) => {
             parts.push(format!("victim exited {e} ms after the kill; the OOM reaper was not needed"))
         }

@@ -5,14 +5,7 @@
 
 use std::time::Duration;
 
-use std::io::Write as _;
-
 use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, Value, require_vm, stats_of};
-
-/// To the console even when the test passes (libtest captures print! and eprint!).
-fn show(what: &str, text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "---- {what}\n{text}");
-}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -60,7 +53,7 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     let kill = mt
         .wait_for(Duration::from_secs(240), |v| v["type"] == "oom_kill")
         .expect("no oom_kill record for the global OOM");
-    show("JSON", &kill.to_string());
+    println!("{kill}");
 
     assert_eq!(kill["constraint"], "global", "{kill:#}");
     let d = &kill["domain"];
@@ -128,7 +121,7 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     assert_eq!(s["ringbuf_drops"], 0);
     assert_eq!(s["read_errors"], 0);
     let (out, _) = text.stop();
-    show("text", &out);
+    println!("{out}");
     assert!(out.contains("constraint global"), "{out}");
     assert!(out.contains("evaluated, oom_badness "), "{out}");
     assert!(out.contains("(exact)"), "{out}");
@@ -180,5 +173,5 @@ fn oom_group_kills_are_one_decision() {
     // memory.events counts each member, and the victim once more: the group loop meets
     // it again (seen on 6.1 and 6.12).
     assert!(cg.oom_kills() >= 3, "the kernel counts each member");
-    show("JSON (memory.oom.group)", &kill.to_string());
+    println!("{kill}");
 }

@@ -81,6 +81,13 @@ pub struct KernelLayout {
     pub oc_chosen: u32,
     pub oc_chosen_points: u32,
     pub oc_constraint: u32,
+    // struct compact_control (reclaim family: direct compaction stalls). Optional: ABSENT
+    // here is a reclaim coverage gap, not a layout gap for the other families.
+    pub cc_direct_compaction: u32,
+    pub cc_order: u32,
+    pub cc_gfp_mask: u32,
+    /// task_struct.memcg_nr_pages_over_high (reclaim family, memory.high hook). Optional.
+    pub task_memcg_nr_pages_over_high: u32,
 }
 
 impl KernelLayout {
@@ -135,5 +142,9 @@ impl KernelLayout {
         oc_chosen: ABSENT,
         oc_chosen_points: ABSENT,
         oc_constraint: ABSENT,
+        cc_direct_compaction: ABSENT,
+        cc_order: ABSENT,
+        cc_gfp_mask: ABSENT,
+        task_memcg_nr_pages_over_high: ABSENT,
     };
 }

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod oom;
+pub mod reclaim;
 pub mod stats;
 
 /// Length of `task_struct::comm`.
@@ -48,6 +49,8 @@ pub enum EventKind {
     OomCandidate = 2,
     OomReaper = 3,
     OomSelectDone = 4,
+    /// A reclaim stall at or above --min-latency (`reclaim::ReclaimStallEvent`).
+    ReclaimStall = 10,
 }
 
 impl EventKind {
@@ -57,6 +60,7 @@ impl EventKind {
             2 => Some(EventKind::OomCandidate),
             3 => Some(EventKind::OomReaper),
             4 => Some(EventKind::OomSelectDone),
+            10 => Some(EventKind::ReclaimStall),
             _ => None,
         }
     }
@@ -67,6 +71,7 @@ impl EventKind {
             | EventKind::OomCandidate
             | EventKind::OomReaper
             | EventKind::OomSelectDone => Family::Oom,
+            EventKind::ReclaimStall => Family::Reclaim,
         }
     }
 }
@@ -109,4 +114,8 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
     unsafe impl aya::Pod for super::layout::KernelLayout {}
     unsafe impl aya::Pod for super::oom::OomConfig {}
+    unsafe impl aya::Pod for super::reclaim::ReclaimConfig {}
+    unsafe impl aya::Pod for super::reclaim::HistKey {}
+    unsafe impl aya::Pod for super::reclaim::Hist {}
+    unsafe impl aya::Pod for super::reclaim::KswapdNode {}
 }

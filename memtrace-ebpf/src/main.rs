@@ -6,6 +6,7 @@
 mod kernel;
 mod maps;
 mod oom;
+mod reclaim;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, reclaim, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -42,15 +42,32 @@ pub trait FamilyAgent {
 #[derive(Debug, Clone, Default)]
 pub struct FamilyOptions {
     pub oom: oom::Options,
+    pub reclaim: reclaim::Options,
 }
 
 /// Every family's globals for this session.
 pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<Global> {
+    globals_with(kernel, families, cfg, &FamilyOptions::default())
+}
+
+/// Every family's globals for this session, with the families' own options.
+pub fn globals_with(
+    kernel: &Kernel,
+    families: &[Family],
+    cfg: &TraceConfig,
+    opts: &FamilyOptions,
+) -> Vec<Global> {
     let mut g = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     // Globals exist in the object whether or not the family is traced.
     g.extend(oom::globals(kernel, cfg));
+    g.extend(reclaim::globals(kernel, cfg, &opts.reclaim));
     let _ = families;
     g
+}
+
+/// max_entries of maps sized per session (set on the loader before load).
+pub fn map_sizes(families: &[Family]) -> Vec<(&'static str, u32)> {
+    reclaim::map_sizes(families.contains(&Family::Reclaim))
 }
 
 /// Agents for the traced families; takes their maps out of the loaded object.
@@ -65,7 +82,10 @@ pub fn agents(
     for f in families {
         match f {
             Family::Oom => v.push(Box::new(oom::Agent::new(cfg.clone(), opts.oom.clone()))),
-            Family::Reclaim | Family::Slab | Family::Shmem => {}
+            Family::Reclaim => {
+                v.push(Box::new(reclaim::Agent::new(ebpf, cfg.clone(), opts.reclaim.clone())?))
+            }
+            Family::Slab | Family::Shmem => {}
         }
     }
     Ok(v)

@@ -139,6 +139,13 @@ pub fn resolve(btf: &Btf) -> Resolved {
     l.oc_chosen = r.opt("oom_control", &["chosen"]);
     l.oc_chosen_points = r.opt("oom_control", &["chosen_points"]);
     l.oc_constraint = r.opt("oom_control", &["constraint"]);
+    // Optional (reclaim's direct compaction hook checks them itself): not in `missing`.
+    let opt = |m: &str| btf.offset_of("compact_control", m).map_or(ABSENT, |(o, _)| o);
+    l.cc_direct_compaction = opt("direct_compaction");
+    l.cc_order = opt("order");
+    l.cc_gfp_mask = opt("gfp_mask");
+    l.task_memcg_nr_pages_over_high =
+        btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
     l.valid = 1;
     Resolved { layout: l, missing: r.missing, optional_missing: r.optional_missing }
 }

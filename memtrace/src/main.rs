@@ -14,6 +14,10 @@ mod oom_gfp;
 mod oom_report;
 mod output;
 mod probes;
+mod reclaim;
+mod reclaim_context;
+mod reclaim_gfp;
+mod reclaim_hist;
 mod run;
 mod system;
 mod tracefs;
@@ -70,6 +74,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             interval: None,
             count: None,
         },
+        Command::Reclaim(a) => {
+            let (cfg, reclaim) = a.validate()?;
+            run::Session {
+                families: vec![Family::Reclaim],
+                cfg,
+                interval: reclaim.interval,
+                count: a.count,
+                opts: family::FamilyOptions { reclaim, ..Default::default() },
+            }
+        }
     };
     let kernel = system::Kernel::open(&cli.btf)?;
     let rt = tokio::runtime::Builder::new_current_thread()

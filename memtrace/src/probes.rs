@@ -73,6 +73,9 @@ pub fn load_and_attach(
     for g in globals {
         loader.override_global(g.name, g.bytes.as_slice(), true);
     }
+    for (name, n) in crate::family::map_sizes(families) {
+        loader.map_max_entries(name, n);
+    }
     let mut ebpf =
         loader.load(BPF_OBJECT).map_err(|e| Error::bpf("loading memtrace's BPF object", e))?;
     let mut outcomes = Vec::new();

@@ -2,6 +2,7 @@
 //! nothing but this repository.
 
 mod bench_oom;
+mod bench_reclaim;
 mod setup;
 mod test;
 mod util;
@@ -32,14 +33,17 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.
     VmTest(vm::Options),
-    /// Kernel-side cost of a family's BPF programs, from the kernel's BPF statistics
-    /// (root): `cargo xtask bench oom`.
-    #[command(subcommand)]
-    Bench(Bench),
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`, `cargo xtask bench oom`.
+    Bench {
+        #[command(subcommand)]
+        family: Bench,
+    },
 }
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Kernel cost per reclaim stall (bpf_stats) and agent CPU under a memcg reclaim storm.
+    Reclaim(bench_reclaim::Options),
     /// The oom family: the victim-exit filter on every process exit, and each OOM
     /// decision's stack scan and candidate walk.
     Oom(bench_oom::Options),
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
-        Cmd::Bench(Bench::Oom(opts)) => bench_oom::run(opts),
+        Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
+        Cmd::Bench { family: Bench::Oom(opts) } => bench_oom::run(opts),
     }
 }

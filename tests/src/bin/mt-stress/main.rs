@@ -5,9 +5,13 @@
 //!
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+//!   pagecache --path F --mb N [--read] [--passes K] [--loop] [--exit]   buffered file writes
+//!   lazyfree --mb N                     N MiB of MADV_FREE memory (reclaimable without swap)
 
 mod common;
 mod hog;
+mod lazyfree;
+mod pagecache;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +23,8 @@ fn main() {
     opts.apply();
     match workload.as_str() {
         "hog" => hog::run(&opts),
+        "pagecache" => pagecache::run(&opts),
+        "lazyfree" => lazyfree::run(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");
             std::process::exit(2);

@@ -47,6 +47,9 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    OomCandidate = 2,
+    OomReaper = 3,
+    OomSelectDone = 4,
     /// A reclaim stall at or above --min-latency (`reclaim::ReclaimStallEvent`).
     ReclaimStall = 10,
     /// Shmem: a task seen adding shmem pages for the first time (`shmem::ShmemTaskEvent`).
@@ -57,6 +60,9 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::OomKill),
+            2 => Some(EventKind::OomCandidate),
+            3 => Some(EventKind::OomReaper),
+            4 => Some(EventKind::OomSelectDone),
             10 => Some(EventKind::ReclaimStall),
             30 => Some(EventKind::ShmemTask),
             _ => None,
@@ -65,7 +71,10 @@ impl EventKind {
 
     pub const fn family(self) -> Family {
         match self {
-            EventKind::OomKill => Family::Oom,
+            EventKind::OomKill
+            | EventKind::OomCandidate
+            | EventKind::OomReaper
+            | EventKind::OomSelectDone => Family::Oom,
             EventKind::ReclaimStall => Family::Reclaim,
             EventKind::ShmemTask => Family::Shmem,
         }

@@ -123,6 +123,20 @@ pub fn mm_counter(mm: *const u8, idx: u32) -> Result<i64, i64> {
     read::<i64>(mm, off)
 }
 
+/// A `T` at `base + off` by a direct load, for trusted BTF pointers (tp_btf/fentry
+/// arguments) only: the offset must come from `LAYOUT` (frozen .rodata, so the verifier
+/// knows it and checks the access against the kernel's BTF). Much cheaper than
+/// `bpf_probe_read_kernel`; the verifier rejects the program if the offset is unknown.
+///
+/// # Safety
+/// `base` must be a BTF pointer the verifier tracks, and `off` a member offset of its
+/// type whose member has type `T`.
+#[inline(always)]
+pub unsafe fn btf_load<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: per the contract; the verifier turns this into a checked load.
+    unsafe { core::ptr::read(base.wrapping_add(off as usize) as *const T) }
+}
+
 /// kernfs node of a cgroup (`cgrp->kn`).
 #[inline(always)]
 pub fn cgroup_kn(cgrp: *const u8) -> Result<*const u8, i64> {

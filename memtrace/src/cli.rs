@@ -44,8 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace every family this kernel supports.
     Watch(TraceArgs),
-    /// OOM kills: victim, its memory and score inputs, cgroup, and the task that triggered it.
-    Oom(TraceArgs),
+    /// OOM kills and the decision behind each: constraint and domain, the trigger, the
+    /// victim's score breakdown, every candidate's score, the reaper, and plain notes.
+    Oom(OomArgs),
     /// Reclaim stalls: how long tasks wait in direct, memcg and node reclaim, reclaim
     /// throttling, direct compaction and memory.high, per process and cgroup (HDR
     /// percentiles), with slow stalls listed and vmstat / PSI / watermark context.
@@ -77,6 +78,16 @@ pub struct TraceArgs {
     /// hierarchy, e.g. /system.slice, or the full /sys/fs/cgroup/... path).
     #[arg(short = 'c', long, value_name = "PATH")]
     pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OomArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Text mode: list every candidate of each OOM decision (default: the top 10).
+    #[arg(long)]
+    pub all_candidates: bool,
 }
 
 #[derive(Debug, Args)]
@@ -258,12 +269,18 @@ mod tests {
     #[test]
     fn accepts_common_options() {
         let cli = parse(&["oom", "--json", "--duration", "1.5", "-p", "1", "-c", "/"]).unwrap();
-        let Command::Oom(a) = cli.command else { panic!("not oom") };
+        let Command::Oom(o) = cli.command else { panic!("not oom") };
+        assert!(!o.all_candidates);
+        let a = o.trace;
         assert!(a.json);
         assert_eq!(a.duration, Some(Duration::from_millis(1500)));
         assert_eq!(a.pid, Some(1));
         assert_eq!(a.cgroup.as_deref(), Some("/"));
         assert!(parse(&["-v", "doctor", "--json"]).is_ok());
+        let Command::Oom(o) = parse(&["oom", "--all-candidates"]).unwrap().command else {
+            panic!("not oom")
+        };
+        assert!(o.all_candidates);
     }
 
     #[test]

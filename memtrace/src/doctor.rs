@@ -27,6 +27,8 @@ struct Report {
     lockdown: Option<String>,
     memory_cgroup: Option<MemoryCgroup>,
     layout_missing: Vec<String>,
+    /// Members only some features need (e.g. the OOM decision's oom_control).
+    layout_optional_missing: Vec<String>,
     hooks: Vec<HookOutcome>,
     /// True when memtrace can trace on this machine.
     ok: bool,
@@ -62,11 +64,13 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         tracefs::find().ok_or_else(|| "not mounted (memtrace mounts it when run as root)".into())
     };
     let mut layout_missing = Vec::new();
+    let mut layout_optional_missing = Vec::new();
     let mut hook_outcomes = Vec::new();
     let can_trace = privileges.is_ok() && btf.is_ok() && tracefs.is_ok();
     if can_trace {
         let kernel = Kernel::open(btf_path)?;
         layout_missing = kernel.layout.missing.clone();
+        layout_optional_missing = kernel.layout.optional_missing.clone();
         let families = hooks::implemented();
         let cfg = crate::cli::TraceConfig { json, duration: None, pid: None, cgroup: None };
         let globals = crate::family::globals(&kernel, &families, &cfg);
@@ -84,6 +88,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         lockdown: lockdown(),
         memory_cgroup: system::memory_cgroup(),
         layout_missing,
+        layout_optional_missing,
         hooks: hook_outcomes,
         ok,
     };
@@ -121,6 +126,9 @@ fn render(r: &Report) -> String {
     }
     for m in &r.layout_missing {
         s += &format!("layout gap    {m}\n");
+    }
+    for m in &r.layout_optional_missing {
+        s += &format!("layout gap    {m} (narrows one feature)\n");
     }
     if !r.hooks.is_empty() {
         s += "\nhooks:\n";

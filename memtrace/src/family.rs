@@ -31,6 +31,9 @@ pub trait FamilyAgent {
     fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool;
     /// Called every `--interval` (families with periodic summaries).
     fn interval(&mut self) {}
+    /// Called every `run::HOUSEKEEPING` whatever the interval (deadlines, e.g. a record
+    /// that waits for later events).
+    fn tick(&mut self) {}
     /// Final summaries, after the programs are detached (maps are still readable).
     fn finish(&mut self) {}
 }

@@ -374,6 +374,183 @@ fn table_base() -> Vec<Hook> {
                 check: |k| classic_tp(k, "oom", "mark_victim", &["pid"]),
             },
         ],
+    },
+    // OOM decision (issue 4). Exact candidate scores need the three out_of_memory /
+    // oom_badness hooks; without them the candidates come from a task walk at mark_victim.
+    Hook {
+        family: Family::Oom,
+        name: "oom:out_of_memory",
+        candidates: vec![
+            Candidate {
+                strategy: Strategy::Fentry,
+                program: "oom_enter_fentry",
+                target: "out_of_memory",
+                limits: "",
+                check: |k| {
+                    crate::oom::check_out_of_memory(k)?;
+                    fentry_target(k, "out_of_memory")
+                },
+            },
+            Candidate {
+                strategy: Strategy::Kprobe,
+                program: "oom_enter_kprobe",
+                target: "out_of_memory",
+                limits: "",
+                check: |k| {
+                    crate::oom::check_out_of_memory(k)?;
+                    kprobe_target(k, "out_of_memory")
+                },
+            },
+        ],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:oom_badness",
+        candidates: vec![
+            Candidate {
+                strategy: Strategy::Fexit,
+                program: "oom_badness_fexit",
+                target: "oom_badness",
+                limits: "",
+                check: |k| {
+                    crate::oom::check_oom_badness(k)?;
+                    fentry_target(k, "oom_badness")
+                },
+            },
+            Candidate {
+                strategy: Strategy::Kretprobe,
+                program: "oom_badness_kretprobe",
+                target: "oom_badness",
+                limits: "",
+                check: |k| {
+                    crate::oom::check_oom_badness(k)?;
+                    kprobe_target(k, "oom_badness")
+                },
+            },
+        ],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:oom_badness entry",
+        candidates: vec![Candidate {
+            strategy: Strategy::Kprobe,
+            program: "oom_badness_kprobe",
+            target: "oom_badness",
+            limits: "",
+            check: |k| {
+                crate::oom::check_oom_badness(k)?;
+                kprobe_target(k, "oom_badness")
+            },
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:out_of_memory return",
+        candidates: vec![
+            Candidate {
+                strategy: Strategy::Fexit,
+                program: "oom_leave_fexit",
+                target: "out_of_memory",
+                limits: "",
+                check: |k| fentry_target(k, "out_of_memory"),
+            },
+            Candidate {
+                strategy: Strategy::Kretprobe,
+                program: "oom_leave_kretprobe",
+                target: "out_of_memory",
+                limits: "",
+                check: |k| kprobe_target(k, "out_of_memory"),
+            },
+        ],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:wake_reaper",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_wake_reaper",
+            target: "oom:wake_reaper",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "wake_reaper", &["pid"]),
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:start_task_reaping",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_start_task_reaping",
+            target: "oom:start_task_reaping",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "start_task_reaping", &["pid"]),
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:finish_task_reaping",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_finish_task_reaping",
+            target: "oom:finish_task_reaping",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "finish_task_reaping", &["pid"]),
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:skip_task_reaping",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_skip_task_reaping",
+            target: "oom:skip_task_reaping",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "skip_task_reaping", &["pid"]),
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "sched:sched_process_exit (OOM victims)",
+        candidates: vec![
+            Candidate {
+                strategy: Strategy::TpBtf,
+                program: "oom_victim_exit_btf",
+                target: "sched_process_exit",
+                limits: "",
+                check: |k| {
+                    btf_tp_first_arg(k, "sched_process_exit", "struct task_struct *")?;
+                    layout_complete(k)
+                },
+            },
+            Candidate {
+                strategy: Strategy::Tracepoint,
+                program: "oom_victim_exit_tp",
+                target: "sched:sched_process_exit",
+                limits: "",
+                check: |k| classic_tp(k, "sched", "sched_process_exit", &["pid"]),
+            },
+        ],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:reclaim_retry_zone",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_reclaim_retry_zone",
+            target: "oom:reclaim_retry_zone",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "reclaim_retry_zone", &["order", "no_progress_loops"]),
+        }],
+    },
+    Hook {
+        family: Family::Oom,
+        name: "oom:compact_retry",
+        candidates: vec![Candidate {
+            strategy: Strategy::Tracepoint,
+            program: "oom_compact_retry",
+            target: "oom:compact_retry",
+            limits: "",
+            check: |k| classic_tp(k, "oom", "compact_retry", &["order", "retries", "max_retries"]),
+        }],
     }]
     .into_iter()
     .chain(reclaim_hooks())

@@ -13,11 +13,14 @@ pub struct Resolved {
     pub missing: Vec<String>,
     /// Members only the shmem family needs (a gap there is a shmem coverage gap).
     pub shmem_missing: Vec<String>,
+    /// Members that only some features need (each a narrower coverage gap).
+    pub optional_missing: Vec<String>,
 }
 
 struct Resolver<'a> {
     btf: &'a Btf,
     missing: Vec<String>,
+    optional_missing: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -29,6 +32,17 @@ impl Resolver<'_> {
             }
         }
         self.missing.push(format!("struct {s}: no member {}", members.join(" or ")));
+        ABSENT
+    }
+
+    /// Like `off`, for members whose absence only narrows a feature.
+    fn opt(&mut self, s: &str, members: &[&str]) -> u32 {
+        for m in members {
+            if let Some((off, _)) = self.btf.offset_of(s, m) {
+                return off;
+            }
+        }
+        self.optional_missing.push(format!("struct {s}: no member {}", members.join(" or ")));
         ABSENT
     }
 
@@ -44,7 +58,7 @@ impl Resolver<'_> {
 }
 
 pub fn resolve(btf: &Btf) -> Resolved {
-    let mut r = Resolver { btf, missing: Vec::new() };
+    let mut r = Resolver { btf, missing: Vec::new(), optional_missing: Vec::new() };
     let mut l = KernelLayout::EMPTY;
     l.task_pid = r.off("task_struct", &["pid"]);
     l.task_tgid = r.off("task_struct", &["tgid"]);
@@ -103,6 +117,30 @@ pub fn resolve(btf: &Btf) -> Resolved {
     // Renamed to __parent (RCU-protected) in 6.15.
     l.kn_parent = r.off("kernfs_node", &["__parent", "parent"]);
     l.kn_id = r.off("kernfs_node", &["id"]);
+
+    // OOM decision: the task list, stacks, OOM flags, memcg page counters, oom_control.
+    l.task_flags = r.opt("task_struct", &["flags"]);
+    l.task_tasks = r.opt("task_struct", &["tasks"]);
+    l.task_stack = r.opt("task_struct", &["stack"]);
+    l.task_vfork_done = r.opt("task_struct", &["vfork_done"]);
+    l.task_real_parent = r.opt("task_struct", &["real_parent"]);
+    l.signal_oom_mm = r.opt("signal_struct", &["oom_mm"]);
+    l.signal_oom_flag_origin = r.opt("signal_struct", &["oom_flag_origin"]);
+    l.signal_live = r.opt("signal_struct", &["live"]);
+    l.mm_flags = r.opt("mm_struct", &["flags"]);
+    l.css_parent = r.opt("cgroup_subsys_state", &["parent"]);
+    l.memcg_css = r.opt("mem_cgroup", &["css"]);
+    l.memcg_memory = r.opt("mem_cgroup", &["memory"]);
+    l.page_counter_usage = r.opt("page_counter", &["usage"]);
+    l.page_counter_max = r.opt("page_counter", &["max"]);
+    l.oc_zonelist = r.opt("oom_control", &["zonelist"]);
+    l.oc_memcg = r.opt("oom_control", &["memcg"]);
+    l.oc_gfp_mask = r.opt("oom_control", &["gfp_mask"]);
+    l.oc_order = r.opt("oom_control", &["order"]);
+    l.oc_totalpages = r.opt("oom_control", &["totalpages"]);
+    l.oc_chosen = r.opt("oom_control", &["chosen"]);
+    l.oc_chosen_points = r.opt("oom_control", &["chosen_points"]);
+    l.oc_constraint = r.opt("oom_control", &["constraint"]);
     // Optional (reclaim's direct compaction hook checks them itself): not in `missing`.
     let opt = |m: &str| btf.offset_of("compact_control", m).map_or(ABSENT, |(o, _)| o);
     l.cc_direct_compaction = opt("direct_compaction");
@@ -112,7 +150,7 @@ pub fn resolve(btf: &Btf) -> Resolved {
         btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
     l.valid = 1;
     let shmem_missing = resolve_shmem(btf, &mut l);
-    Resolved { layout: l, missing: r.missing, shmem_missing }
+    Resolved { layout: l, missing: r.missing, optional_missing: r.optional_missing, shmem_missing }
 }
 
 /// The value of `enumerator` in `enum name`.
@@ -124,7 +162,7 @@ pub fn enum_value_in(btf: &Btf, name: &str, enumerator: &str) -> Option<i64> {
 /// Shmem: folio -> mapping -> host inode -> superblock, the inode's dentry name, page flag
 /// bits, and the memcg's cgroup. Returns what is missing.
 fn resolve_shmem(btf: &Btf, l: &mut KernelLayout) -> Vec<String> {
-    let mut r = Resolver { btf, missing: Vec::new() };
+    let mut r = Resolver { btf, missing: Vec::new(), optional_missing: Vec::new() };
     l.folio_flags = r.off("folio", &["flags"]);
     l.folio_mapping = r.off("folio", &["mapping"]);
     l.folio_index = r.off("folio", &["index"]);
@@ -172,6 +210,7 @@ mod tests {
         let r = resolve(&btf);
         assert!(r.missing.is_empty(), "missing: {:?}", r.missing);
         assert!(r.shmem_missing.is_empty(), "shmem missing: {:?}", r.shmem_missing);
+        assert!(r.optional_missing.is_empty(), "optional missing: {:?}", r.optional_missing);
         let l = r.layout;
         assert_eq!(l.task_tgid, l.task_pid + 4);
         assert_ne!(l.memory_cgrp_id, ABSENT, "this kernel has CONFIG_MEMCG");
@@ -182,6 +221,10 @@ mod tests {
         for off in [l.task_mm, l.task_signal, l.task_cgroups, l.cgroup_kn, l.kn_parent] {
             assert_eq!(off % 8, 0);
         }
+        // struct oom_control: the pointers come first, in this order, since 4.x.
+        assert_eq!((l.oc_zonelist, l.oc_memcg), (0, 16));
+        assert!(l.oc_chosen > l.oc_totalpages && l.oc_chosen_points > l.oc_chosen);
+        assert_eq!(l.memcg_css, 0, "mem_cgroup starts with its css");
     }
 
     /// The shmem chain folio -> mapping -> inode -> superblock resolves, with the facts

@@ -10,6 +10,8 @@ mod family;
 mod hooks;
 mod layout;
 mod oom;
+mod oom_gfp;
+mod oom_report;
 mod output;
 mod probes;
 mod reclaim;
@@ -79,8 +81,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Oom(a) => run::Session {
             families: vec![Family::Oom],
-            cfg: a.validate()?,
-            opts: Default::default(),
+            cfg: a.trace.validate()?,
+            opts: {
+                let mut o = family::FamilyOptions::default();
+                o.oom.all_candidates = a.all_candidates;
+                o
+            },
             interval: None,
             count: None,
         },

@@ -1,39 +1,958 @@
-//! OOM family: decoding `oom:mark_victim` records into reports.
+//! OOM family: assembles each OOM decision from its ring-buffer records (the kill, the
+//! candidates, memory.oom.group members, the victim's exit and the reaper) and prints one
+//! report per decision (oom_report).
 
-use memtrace_common::oom::{OOM_HAVE_MM, OOM_HAVE_TASK, OOM_NO_MM, OomKillEvent};
-use serde::Serialize;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-use memtrace_common::{EventKind, Family, oom::OomConfig};
+use memtrace_common::{
+    EventKind, Family,
+    layout::ABSENT,
+    oom::{
+        CAND_ORIGIN, CAND_PENDING_VICTIM, CAND_POINTS, CAND_SKIP_ADJ_MIN,
+        CAND_SKIP_NO_MM, CAND_SKIP_OLD_VICTIM, CAND_SKIP_OOM_SKIP, CAND_SKIP_OTHER,
+        CAND_SKIP_VFORK, CONSTRAINT_CPUSET, CONSTRAINT_MEMCG, CONSTRAINT_MEMORY_POLICY,
+        CONSTRAINT_NONE, NO_FIELD, OOM_D_GROUP_MEMBER, OOM_D_HAVE_CHOSEN_POINTS,
+        OOM_D_HAVE_MEMCG, OOM_D_HAVE_OC, OOM_D_HAVE_RETRY, OOM_D_INFERRED, OOM_D_NO_SELECTION,
+        OOM_D_EXITING_AT_SEND, OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_WALK_TRUNCATED,
+        OOM_HAVE_MM, OOM_HAVE_TASK, OOM_METHOD_FEXIT, OOM_METHOD_KRETPROBE, OOM_METHOD_WALK,
+        OOM_NO_MM, OomCandidateEvent, OomConfig, OomKillEvent, OomReaperEvent,
+        OomSelectDoneEvent, REAPER_EXIT, REAPER_FINISH, REAPER_SKIP, REAPER_START, REAPER_WAKE,
+    },
+};
 
 use crate::{
+    btf::Kind,
     cgroup,
     cli::TraceConfig,
     family::{self, Global},
-    output::{self, cstr, kib},
+    oom_gfp::GfpNames,
+    oom_report::{
+        self, Breakdown, Candidate, Domain, GroupKill, Method, OomKill, POINTS_EXACT,
+        POINTS_KERNEL, POINTS_RECOMPUTED, Reaper, Retries, Trigger, Victim,
+    },
+    output::{self, cstr},
     system::Kernel,
 };
 
 /// Options of `memtrace oom` beyond the common ones.
 #[derive(Debug, Clone, Default)]
-pub struct Options {}
+pub struct Options {
+    /// Text mode: every candidate instead of the top 10.
+    pub all_candidates: bool,
+}
+
+/// Candidates shown per OOM in text mode without --all-candidates.
+pub const TOP_CANDIDATES: usize = 10;
+
+// ---------------------------------------------------------------------------------------
+// Kernel checks and BPF globals.
+
+/// The oom_control members that the exact strategies and the stack scan read.
+pub fn check_out_of_memory(k: &Kernel) -> Result<(), String> {
+    let l = &k.layout.layout;
+    if [l.oc_chosen, l.oc_totalpages, l.oc_memcg, l.oc_constraint].contains(&ABSENT) {
+        return Err("struct oom_control lacks chosen/totalpages/memcg/constraint in BTF".into());
+    }
+    match func_params(k, "out_of_memory") {
+        Some(p) if p.first().is_some_and(|t| t == "struct oom_control *") => Ok(()),
+        Some(p) => Err(format!("out_of_memory takes ({}), not (struct oom_control *)", p.join(", "))),
+        None => Err("out_of_memory is not a BTF function on this kernel".into()),
+    }
+}
+
+/// oom_badness(struct task_struct *, unsigned long totalpages) returning long (5.9+).
+pub fn check_oom_badness(k: &Kernel) -> Result<(), String> {
+    match func_params(k, "oom_badness") {
+        Some(p) if p.len() == 2 && p[0] == "struct task_struct *" => Ok(()),
+        Some(p) => Err(format!(
+            "oom_badness takes ({}), not (struct task_struct *, unsigned long)",
+            p.join(", ")
+        )),
+        None => Err("oom_badness is not a BTF function on this kernel".into()),
+    }
+}
+
+/// Parameter types of a BTF function.
+fn func_params(k: &Kernel, func: &str) -> Option<Vec<String>> {
+    let id = k.btf.find(func, Kind::Func)?;
+    let proto = k.btf.get(k.btf.get(id)?.size_or_type)?;
+    (proto.kind == Kind::FuncProto)
+        .then(|| proto.params.iter().map(|(_, t)| k.btf.type_name(*t)).collect())
+}
+
+/// A field offset of a classic tracepoint, or NO_FIELD.
+fn tp_off(k: &Kernel, cat: &str, name: &str, field: &str) -> u32 {
+    crate::tracefs::format(&k.tracefs, cat, name)
+        .and_then(|f| f.field(field).map(|f| f.offset))
+        .unwrap_or(NO_FIELD)
+}
+
+/// `(MemTotal, SwapTotal, MemAvailable)` in KiB.
+pub fn meminfo() -> Option<(i64, i64, i64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+    };
+    Some((get("MemTotal:")?, get("SwapTotal:")?, get("MemAvailable:")?))
+}
+
+/// Kernel stack size: THREAD_SIZE is 16 KiB on x86-64 and arm64, doubled with KASAN, at
+/// least a page.
+fn thread_size(k: &Kernel) -> u32 {
+    let kasan = k.btf.has_func("kasan_report") || k.btf.has_func("__kasan_check_read");
+    let page = (output::page_kib() * 1024) as u32;
+    (16384u32 << u32::from(kasan)).max(page)
+}
 
 /// BPF globals of the oom programs.
 pub fn globals(kernel: &Kernel, _cfg: &TraceConfig) -> Vec<Global> {
-    let pid = crate::tracefs::format(&kernel.tracefs, "oom", "mark_victim")
-        .and_then(|f| f.field("pid").map(|f| f.offset))
-        .unwrap_or(8);
-    vec![Global::of("OOM_CONFIG", &OomConfig { tp_pid_offset: pid, _pad: 0 })]
+    let k = kernel;
+    let page_bytes = (output::page_kib() * 1024) as u64;
+    let mut c = OomConfig::DEFAULT;
+    let pid = tp_off(k, "oom", "mark_victim", "pid");
+    c.tp_pid_offset = if pid == NO_FIELD { 8 } else { pid };
+    c.page_shift = page_bytes.trailing_zeros();
+    c.thread_size = thread_size(k);
+    if let Some((total, swap, _)) = meminfo() {
+        c.global_totalpages = ((total + swap) * 1024) as u64 / page_bytes;
+    }
+    for (i, tp) in ["wake_reaper", "start_task_reaping", "finish_task_reaping", "skip_task_reaping"]
+        .iter()
+        .enumerate()
+    {
+        c.reaper_pid_offset[i] = tp_off(k, "oom", tp, "pid");
+    }
+    c.exit_pid_offset = tp_off(k, "sched", "sched_process_exit", "pid");
+    let rrz = |f| tp_off(k, "oom", "reclaim_retry_zone", f);
+    c.rrz_node = rrz("node");
+    c.rrz_zone_idx = rrz("zone_idx");
+    c.rrz_order = rrz("order");
+    c.rrz_reclaimable = rrz("reclaimable");
+    c.rrz_available = rrz("available");
+    c.rrz_min_wmark = rrz("min_wmark");
+    c.rrz_no_progress_loops = rrz("no_progress_loops");
+    c.rrz_wmark_check = rrz("wmark_check");
+    let cr = |f| tp_off(k, "oom", "compact_retry", f);
+    c.cr_order = cr("order");
+    c.cr_priority = cr("priority");
+    c.cr_result = cr("result");
+    c.cr_retries = cr("retries");
+    c.cr_max_retries = cr("max_retries");
+    c.cr_ret = cr("ret");
+    vec![Global::of("OOM_CONFIG", &c)]
 }
 
-/// Prints each kill as it arrives.
+/// `__print_symbolic(REC->field, {N, "NAME"}, ...)` of a format file.
+pub fn symbolic(format: &str, field: &str) -> Vec<(i64, String)> {
+    let call = format!("__print_symbolic(REC->{field},");
+    let Some(start) = format.find(&call) else { return Vec::new() };
+    let mut rest = &format[start + call.len()..];
+    let mut out = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        if !rest.starts_with('{') {
+            break;
+        }
+        let Some(close) = rest.find('}') else { break };
+        let entry = &rest[1..close];
+        rest = &rest[close + 1..];
+        let Some((num, name)) = entry.split_once(',') else { break };
+        let Some(v) = crate::oom_gfp::eval(num.trim()) else { break };
+        out.push((v as i64, name.trim().trim_matches('"').to_string()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding.
+
+fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; the types are plain data; the read is unaligned-safe.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+/// What the agent knows about the machine to interpret the records.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub page_kib: i64,
+    pub page_shift: u32,
+    pub gfp: GfpNames,
+    /// zone_idx and compaction enum names from the tracepoints' formats.
+    pub zones: Vec<(i64, String)>,
+    pub compact_results: Vec<(i64, String)>,
+    pub compact_priorities: Vec<(i64, String)>,
+}
+
+impl Env {
+    pub fn new(kernel: Option<&Kernel>) -> Env {
+        let page_kib = output::page_kib();
+        let mut e = Env {
+            page_kib,
+            page_shift: ((page_kib * 1024) as u64).trailing_zeros(),
+            ..Env::default()
+        };
+        if let Some(t) = kernel.map(|k| k.tracefs.clone()).or_else(crate::tracefs::find) {
+            e.gfp = GfpNames::load(&t);
+            let fmt = |name: &str| {
+                std::fs::read_to_string(t.join("events/oom").join(name).join("format"))
+                    .unwrap_or_default()
+            };
+            e.zones = symbolic(&fmt("reclaim_retry_zone"), "zone_idx");
+            let cr = fmt("compact_retry");
+            e.compact_results = symbolic(&cr, "result");
+            e.compact_priorities = symbolic(&cr, "priority");
+        }
+        e
+    }
+
+    fn name(table: &[(i64, String)], v: i64) -> String {
+        table.iter().find(|(n, _)| *n == v).map_or_else(|| v.to_string(), |(_, s)| s.clone())
+    }
+}
+
+/// Memory cgroup paths by kernfs id (the directory's inode number), from the memory
+/// hierarchy. Candidates carry only the id; they are alive, so their directories exist.
+#[derive(Debug, Default)]
+pub struct CgroupNames {
+    map: HashMap<u64, String>,
+    scanned: Option<Instant>,
+}
+
+impl CgroupNames {
+    pub fn name(&mut self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if !self.map.contains_key(&id)
+            && self.scanned.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+        {
+            self.rescan();
+        }
+        self.map.get(&id).cloned()
+    }
+
+    fn rescan(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        self.scanned = Some(Instant::now());
+        let Some(m) = crate::system::memory_cgroup() else { return };
+        self.map.clear();
+        let mut stack = vec![(m.mount.clone(), String::from("/"), 0)];
+        while let Some((dir, rel, depth)) = stack.pop() {
+            if let Ok(md) = std::fs::metadata(&dir) {
+                self.map.insert(md.ino(), rel.clone());
+            }
+            if depth >= 32 || self.map.len() >= 100_000 {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let child = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                    stack.push((e.path(), child, depth + 1));
+                }
+            }
+        }
+    }
+}
+
+/// A candidate record as received (its cgroup named later).
+pub fn candidate(ev: &OomCandidateEvent, env: &Env) -> Candidate {
+    let p = env.page_kib;
+    let skipped = [
+        (CAND_SKIP_ADJ_MIN, oom_report::SKIP_ADJ_MIN),
+        (CAND_SKIP_OOM_SKIP, oom_report::SKIP_OOM_SKIP),
+        (CAND_SKIP_VFORK, oom_report::SKIP_VFORK),
+        (CAND_SKIP_NO_MM, oom_report::SKIP_NO_MM),
+        (CAND_SKIP_OLD_VICTIM, oom_report::SKIP_OLD_VICTIM),
+        (CAND_PENDING_VICTIM, oom_report::SKIP_PENDING),
+        (CAND_SKIP_OTHER, oom_report::SKIP_OTHER),
+    ]
+    .into_iter()
+    .find(|(bit, _)| ev.flags & bit != 0)
+    .map(|(_, why)| why);
+    let rss = ev.rss_anon + ev.rss_file + ev.rss_shmem;
+    let pgt = ev.pgtables_bytes >> env.page_shift;
+    let points = (ev.flags & CAND_POINTS != 0).then_some(ev.points);
+    Candidate {
+        pid: ev.pid,
+        tgid: ev.tgid,
+        comm: cstr(&ev.comm),
+        cgroup: None,
+        cgroup_id: ev.cgroup_id,
+        points,
+        oom_score_adj: ev.oom_score_adj,
+        rss_kb: rss * p,
+        rss_anon_kb: ev.rss_anon * p,
+        rss_file_kb: ev.rss_file * p,
+        rss_shmem_kb: ev.rss_shmem * p,
+        swap_kb: ev.swap_ents * p,
+        pgtables_kb: ev.pgtables_bytes / 1024,
+        skipped,
+        victim: false,
+        breakdown: (points.is_some() && ev.flags & CAND_ORIGIN == 0).then(|| {
+            Breakdown::new(rss, ev.swap_ents, pgt, i64::from(ev.oom_score_adj), ev.totalpages)
+        }),
+    }
+}
+
+fn constraint_name(c: u32) -> &'static str {
+    match c {
+        CONSTRAINT_NONE => "global",
+        CONSTRAINT_CPUSET => "cpuset",
+        CONSTRAINT_MEMORY_POLICY => "mempolicy",
+        CONSTRAINT_MEMCG => "memcg",
+        _ => "unknown",
+    }
+}
+
+/// The kill record as a report, without candidates, reaper or notes yet.
+pub fn from_event(ev: &OomKillEvent, env: &Env) -> OomKill {
+    let page = env.page_kib;
+    let have_task = ev.flags & OOM_HAVE_TASK != 0;
+    let have_mm = ev.flags & OOM_HAVE_MM != 0;
+    let no_mm = ev.flags & OOM_NO_MM != 0;
+    let pages = |v: i64| if no_mm { Some(0) } else { have_mm.then_some(v.max(0) * page) };
+    let d = ev.dflags;
+    let have_oc = d & OOM_D_HAVE_OC != 0;
+    let inferred = d & OOM_D_INFERRED != 0 && !have_oc;
+    let constraint =
+        if have_oc || inferred { constraint_name(ev.constraint) } else { "unknown" };
+    let constraint_source = if d & OOM_D_OC_ENTRY != 0 && have_oc {
+        "oom_control, read through out_of_memory()'s argument"
+    } else if d & OOM_D_OC_STACK != 0 && have_oc {
+        "oom_control, found on the OOM-invoking task's kernel stack at oom:mark_victim"
+    } else if inferred {
+        "inferred: a memcg above the victim at its limit means a memcg OOM (oom_control not found)"
+    } else {
+        "unknown"
+    };
+    let totalpages = (have_oc || inferred).then_some(ev.totalpages).filter(|&t| t > 0);
+    let meaning = match constraint {
+        "memcg" => "the OOM memcg's limit (memory.max or limit_in_bytes, plus any swap allowance)",
+        "global" => "all RAM + swap",
+        "cpuset" => "the allowed nodes' memory + swap",
+        "mempolicy" => "the policy's nodes' memory + swap",
+        _ => "unknown",
+    };
+    let source = if have_oc {
+        format!("totalpages is oom_control.totalpages = {meaning}")
+    } else if inferred && constraint == "memcg" {
+        format!("totalpages inferred = {meaning}; oom_control not found")
+    } else if inferred {
+        "totalpages approximated by MemTotal + SwapTotal from /proc/meminfo when memtrace \
+         started; oom_control not found"
+            .to_string()
+    } else {
+        "totalpages unknown on this kernel".to_string()
+    };
+    let have_memcg = d & OOM_D_HAVE_MEMCG != 0;
+    let domain = Domain {
+        kind: match constraint {
+            "global" => "system",
+            other => other,
+        },
+        memcg: have_memcg.then(|| cgroup::render(&ev.oom_memcg)).flatten(),
+        memcg_limit_kb: have_memcg.then_some(ev.memcg_max as i64 * page),
+        memcg_usage_kb: have_memcg.then_some(ev.memcg_usage as i64 * page),
+        totalpages,
+        totalpages_kb: totalpages.map(|t| t as i64 * page),
+        totalpages_source: source,
+    };
+    let mut notes = Vec::new();
+    if !have_task {
+        notes.push(
+            "this kernel's oom:mark_victim passes only the pid: victim details unavailable"
+                .to_string(),
+        );
+    }
+    if no_mm {
+        notes.push("victim had already released its memory (no mm) when marked".to_string());
+    }
+    if d & OOM_D_NO_SELECTION != 0 {
+        notes.push(
+            "no selection: the OOM-invoking task was itself exiting, so the kernel let it use \
+             memory reserves instead of killing another process"
+                .to_string(),
+        );
+    }
+    if d & OOM_D_WALK_TRUNCATED != 0 {
+        notes.push("the candidate walk stopped at its task limit: the table is partial".into());
+    }
+    let time = output::rfc3339(output::boot_to_wall_ns(ev.header.boot_ns));
+    OomKill {
+        kind: "oom_kill",
+        time,
+        decision_id: ev.decision,
+        constraint,
+        constraint_source,
+        domain,
+        order: have_oc.then_some(ev.order),
+        gfp_mask: have_oc.then(|| format!("{:#x}", ev.gfp_mask)),
+        gfp_flags: have_oc.then(|| env.gfp.decode(u64::from(ev.gfp_mask))),
+        victim: Victim {
+            pid: ev.victim_pid,
+            tgid: ev.victim_tgid,
+            comm: cstr(&ev.victim_comm),
+            uid: (have_task && ev.victim_uid != u32::MAX).then_some(ev.victim_uid),
+            oom_score_adj: have_task.then_some(ev.victim_oom_score_adj),
+            rss_anon_kb: pages(ev.rss_anon),
+            rss_file_kb: pages(ev.rss_file),
+            rss_shmem_kb: pages(ev.rss_shmem),
+            swap_kb: pages(ev.swap_ents),
+            pgtables_kb: if no_mm {
+                Some(0)
+            } else {
+                have_mm.then_some(ev.pgtables_bytes.max(0) / 1024)
+            },
+            total_vm_kb: pages(ev.total_vm_pages as i64),
+            cgroup: cgroup::render(&ev.victim_cgroup),
+            cgroup_id: cgroup::render(&ev.victim_cgroup).map(|_| ev.victim_cgroup.id),
+            points: (d & OOM_D_HAVE_CHOSEN_POINTS != 0).then_some(ev.chosen_points),
+            points_source: (d & OOM_D_HAVE_CHOSEN_POINTS != 0).then_some(POINTS_KERNEL),
+            points_breakdown: None,
+        },
+        trigger: Trigger {
+            pid: ev.trigger_pid,
+            tgid: ev.trigger_tgid,
+            comm: cstr(&ev.trigger_comm),
+            cgroup: cgroup::render(&ev.trigger_cgroup),
+        },
+        group_kills: Vec::new(),
+        candidates_method: None,
+        candidates: Vec::new(),
+        reaper: None,
+        retries: retries(ev, env),
+        notes,
+    }
+}
+
+/// The trigger's retries, when recent enough to belong to this OOM.
+fn retries(ev: &OomKillEvent, env: &Env) -> Option<Retries> {
+    if ev.dflags & OOM_D_HAVE_RETRY == 0 {
+        return None;
+    }
+    let r = &ev.retry;
+    if ev.header.boot_ns.saturating_sub(r.last_ns) > 10_000_000_000 {
+        return None;
+    }
+    let page = env.page_kib;
+    Some(Retries {
+        reclaim_checks: r.reclaim_events,
+        no_progress_loops: r.rrz_no_progress_loops,
+        max_no_progress_loops: r.rrz_max_no_progress_loops,
+        order: r.rrz_order,
+        last_zone: (r.reclaim_events > 0).then(|| {
+            format!("node {} {}", r.rrz_node, Env::name(&env.zones, i64::from(r.rrz_zone_idx)))
+        }),
+        reclaimable_kb: r.rrz_reclaimable as i64 * page,
+        available_kb: r.rrz_available as i64 * page,
+        min_wmark_kb: r.rrz_min_wmark as i64 * page,
+        compaction_retries: (r.compact_events > 0).then_some(r.cr_retries),
+        compaction_max_retries: (r.compact_events > 0).then_some(r.cr_max_retries),
+        compaction_result: (r.compact_events > 0)
+            .then(|| Env::name(&env.compact_results, i64::from(r.cr_result))),
+        compaction_priority: (r.compact_events > 0)
+            .then(|| Env::name(&env.compact_priorities, i64::from(r.cr_priority))),
+        span_ms: r.last_ns.saturating_sub(r.first_ns) as f64 / 1e6,
+    })
+}
+
+fn method(ev: &OomKillEvent, received: usize) -> Option<Method> {
+    let (method, exact, detail) = match ev.method {
+        OOM_METHOD_FEXIT => (
+            "oom_badness fexit",
+            true,
+            "every oom_badness() return while the OOM-invoking task was inside out_of_memory() \
+             (fentry): the kernel's own scores"
+                .to_string(),
+        ),
+        OOM_METHOD_KRETPROBE => (
+            "oom_badness kretprobe",
+            true,
+            "every oom_badness() return while the OOM-invoking task was inside out_of_memory() \
+             (kprobe): the kernel's own scores"
+                .to_string(),
+        ),
+        OOM_METHOD_WALK => (
+            "task walk at oom:mark_victim",
+            false,
+            format!(
+                "the OOM domain's processes walked in BPF right after the kernel chose the \
+                 victim, recomputing oom_badness() (rss + swap + page tables + adj x \
+                 totalpages/1000){}. Race: counters are read microseconds after the kernel's \
+                 own scan, so a score can differ by what a process touched or freed in \
+                 between, and processes that forked or exited in between differ{}",
+                if ev.dflags & OOM_D_OC_STACK != 0 || ev.dflags & OOM_D_OC_ENTRY != 0 {
+                    " with the kernel's totalpages"
+                } else {
+                    " with an inferred totalpages"
+                },
+                if matches!(ev.constraint, CONSTRAINT_CPUSET | CONSTRAINT_MEMORY_POLICY) {
+                    "; cpuset/mempolicy eligibility is not checked"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        _ => return None,
+    };
+    Some(Method { method, exact, detail, candidates: received, lost: ev.cand_dropped })
+}
+
+/// Does the decision pass the -p / -c filters?
+pub fn matches(k: &OomKill, cfg: &TraceConfig) -> bool {
+    let mut pids = vec![k.victim.pid, k.victim.tgid, k.trigger.pid, k.trigger.tgid];
+    pids.extend(k.group_kills.iter().flat_map(|g| [g.pid, g.tgid]));
+    let pid_ok = cfg.pid.is_none_or(|p| pids.contains(&p));
+    let cg_ok = cfg.cgroup.as_deref().is_none_or(|f| {
+        [k.victim.cgroup.as_deref(), k.trigger.cgroup.as_deref(), k.domain.memcg.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(k.group_kills.iter().filter_map(|g| g.cgroup.as_deref()))
+            .any(|c| cgroup::under(c, f))
+    });
+    pid_ok && cg_ok
+}
+
+// ---------------------------------------------------------------------------------------
+// Assembly.
+
+/// A group member or the victim, and what happened to it after the kill.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    pid: u32,
+    kill_ns: u64,
+    exit_ns: Option<u64>,
+    wake_ns: Option<u64>,
+    start_ns: Option<u64>,
+    finish_ns: Option<u64>,
+    skips: u32,
+    /// Already exiting when the kill record was sent (its exit may precede the hook).
+    exiting_at_send: bool,
+}
+
+impl Track {
+    fn ended(&self) -> bool {
+        self.exit_ns.is_some() || self.finish_ns.is_some()
+    }
+}
+
+/// A decision waiting for its group members, the victim's exit and the reaper.
+struct Pending {
+    kill: OomKill,
+    tracks: Vec<Track>,
+    created: Instant,
+    last_mark: Instant,
+    woken: Option<Instant>,
+}
+
+/// Group members come within microseconds of the victim.
+const SETTLE: Duration = Duration::from_millis(30);
+/// The reaper is woken OOM_REAPER_DELAY (2 s) after a kill whose victim is still there.
+const NO_EXIT_WAIT: Duration = Duration::from_millis(2600);
+const REAPER_WAIT: Duration = Duration::from_millis(1500);
+/// A victim already exiting when its record was sent: how long its exit event may take.
+const EXITING_GRACE: Duration = Duration::from_millis(300);
+const HARD_WAIT: Duration = Duration::from_secs(8);
+/// Decisions whose candidates are buffered before their kill arrives.
+const MAX_BUFFERED: usize = 64;
+const MAX_CANDIDATES: usize = 1 << 16;
+
+impl Pending {
+    fn ready(&self, now: Instant) -> bool {
+        let since_mark = now.duration_since(self.last_mark);
+        if now.duration_since(self.created) >= HARD_WAIT {
+            return true;
+        }
+        if since_mark < SETTLE {
+            return false;
+        }
+        if self.tracks.iter().all(Track::ended) {
+            return true;
+        }
+        if since_mark >= EXITING_GRACE
+            && self.woken.is_none()
+            && self.tracks.iter().all(|t| t.ended() || t.exiting_at_send)
+        {
+            return true;
+        }
+        match self.woken {
+            Some(w) => now.duration_since(w) >= REAPER_WAIT,
+            None => since_mark >= NO_EXIT_WAIT,
+        }
+    }
+}
+
+/// Prints each OOM decision once it is complete.
 pub struct Agent {
     cfg: TraceConfig,
+    opts: Options,
+    env: Env,
+    /// Candidates by decision, before their kill record.
+    candidates: HashMap<u64, (Vec<Candidate>, u32)>,
+    pending: Vec<Pending>,
+    /// Decisions already printed (late group members, reaper events): id -> victim pids.
+    done: Vec<(u64, Vec<u32>)>,
+    cgroups: CgroupNames,
+    /// Victims whose exit came before their kill record: pid -> exit time.
+    early_exits: Vec<(u32, u64)>,
 }
 
 impl Agent {
-    pub fn new(cfg: TraceConfig, _opts: Options) -> Agent {
-        Agent { cfg }
+    pub fn new(cfg: TraceConfig, opts: Options) -> Agent {
+        Agent::with_env(cfg, opts, Env::new(None))
     }
+
+    pub fn with_env(cfg: TraceConfig, opts: Options, env: Env) -> Agent {
+        Agent {
+            cfg,
+            opts,
+            env,
+            candidates: HashMap::new(),
+            pending: Vec::new(),
+            done: Vec::new(),
+            cgroups: CgroupNames::default(),
+            early_exits: Vec::new(),
+        }
+    }
+
+    fn on_candidate(&mut self, ev: &OomCandidateEvent) {
+        if !self.candidates.contains_key(&ev.decision) && self.candidates.len() >= MAX_BUFFERED {
+            if let Some(&oldest) = self.candidates.keys().min() {
+                self.candidates.remove(&oldest);
+            }
+        }
+        let (v, lost) = self.candidates.entry(ev.decision).or_default();
+        if v.len() < MAX_CANDIDATES {
+            v.push(candidate(ev, &self.env));
+        } else {
+            *lost += 1;
+        }
+    }
+
+    fn on_select_done(&mut self, ev: &OomSelectDoneEvent) {
+        // An out_of_memory() call that killed nothing: its candidates go.
+        if !self.pending.iter().any(|p| p.kill.decision_id == ev.decision) {
+            self.candidates.remove(&ev.decision);
+            log::debug!(
+                "out_of_memory() returned {} without a kill after {} oom_badness() calls",
+                ev.ret,
+                ev.calls
+            );
+        }
+    }
+
+    fn on_kill(&mut self, ev: &OomKillEvent) {
+        let now = Instant::now();
+        let early = self.early_exits.iter().position(|&(pid, _)| pid == ev.victim_pid);
+        let track = Track {
+            pid: ev.victim_pid,
+            kill_ns: ev.header.boot_ns,
+            exit_ns: early.map(|i| self.early_exits.remove(i).1),
+            exiting_at_send: ev.dflags & OOM_D_EXITING_AT_SEND != 0,
+            ..Track::default()
+        };
+        if ev.dflags & OOM_D_GROUP_MEMBER != 0 {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.kill.decision_id == ev.decision) {
+                let k = from_event(ev, &self.env);
+                p.kill.group_kills.push(GroupKill {
+                    pid: k.victim.pid,
+                    tgid: k.victim.tgid,
+                    comm: k.victim.comm,
+                    cgroup: k.victim.cgroup,
+                    oom_score_adj: k.victim.oom_score_adj,
+                    rss_kb: match (k.victim.rss_anon_kb, k.victim.rss_file_kb, k.victim.rss_shmem_kb) {
+                        (Some(a), Some(f), Some(s)) => Some(a + f + s),
+                        _ => None,
+                    },
+                });
+                p.tracks.push(track);
+                p.last_mark = now;
+                return;
+            }
+        }
+        log::debug!(
+            "oom kill of pid {} (decision {}, flags {:#x})",
+            ev.victim_pid,
+            ev.decision,
+            ev.dflags
+        );
+        let mut kill = from_event(ev, &self.env);
+        let (mut cands, agent_lost) = self.candidates.remove(&ev.decision).unwrap_or_default();
+        if ev.dflags & OOM_D_GROUP_MEMBER != 0 {
+            kill.notes.push(format!(
+                "killed as a memory.oom.group member of decision {} (its report was already \
+                 printed or filtered)",
+                ev.decision
+            ));
+        } else {
+            if ev.method == OOM_METHOD_WALK {
+                self.victim_row(&mut cands, ev, &mut kill);
+            }
+            for c in &mut cands {
+                c.victim = c.tgid == ev.victim_tgid;
+                c.cgroup = if c.victim && kill.victim.cgroup.is_some() {
+                    kill.victim.cgroup.clone()
+                } else {
+                    self.cgroups.name(c.cgroup_id)
+                };
+            }
+            oom_report::sort_candidates(&mut cands);
+            let mut m = method(ev, cands.len());
+            if let Some(m) = m.as_mut() {
+                m.lost += agent_lost;
+            }
+            kill.candidates_method = m;
+            self.attach_breakdown(&mut kill, ev, &cands);
+            kill.candidates = cands;
+        }
+        self.pending.push(Pending {
+            kill,
+            tracks: vec![track],
+            created: now,
+            last_mark: now,
+            woken: None,
+        });
+    }
+
+    /// The walk reads the victim after the kill's own record: a victim that exits fast
+    /// may have no memory left by then. Its row then comes from the kill record's
+    /// counters (read at the tracepoint, before the walk).
+    fn victim_row(&self, cands: &mut Vec<Candidate>, ev: &OomKillEvent, kill: &mut OomKill) {
+        let idx = cands.iter().position(|c| c.tgid == ev.victim_tgid);
+        let gone = idx.is_none_or(|i| {
+            cands[i].points.is_none()
+                && matches!(
+                    cands[i].skipped,
+                    Some(oom_report::SKIP_NO_MM | oom_report::SKIP_OOM_SKIP)
+                )
+        });
+        if !gone || ev.flags & OOM_HAVE_MM == 0 || ev.totalpages == 0 {
+            return;
+        }
+        let p = self.env.page_kib;
+        let (anon, file, shmem) = (ev.rss_anon.max(0), ev.rss_file.max(0), ev.rss_shmem.max(0));
+        let b = Breakdown::new(
+            anon + file + shmem,
+            ev.swap_ents.max(0),
+            ev.pgtables_bytes.max(0) >> self.env.page_shift,
+            i64::from(ev.victim_oom_score_adj),
+            ev.totalpages,
+        );
+        let points = if ev.dflags & OOM_D_HAVE_CHOSEN_POINTS != 0 { ev.chosen_points } else { b.total };
+        let row = Candidate {
+            pid: ev.victim_pid,
+            tgid: ev.victim_tgid,
+            comm: kill.victim.comm.clone(),
+            cgroup: kill.victim.cgroup.clone(),
+            cgroup_id: ev.victim_cgroup.id,
+            points: Some(points),
+            oom_score_adj: ev.victim_oom_score_adj,
+            rss_kb: (anon + file + shmem) * p,
+            rss_anon_kb: anon * p,
+            rss_file_kb: file * p,
+            rss_shmem_kb: shmem * p,
+            swap_kb: ev.swap_ents.max(0) * p,
+            pgtables_kb: ev.pgtables_bytes.max(0) / 1024,
+            skipped: None,
+            victim: true,
+            breakdown: Some(b),
+        };
+        match idx {
+            Some(i) => cands[i] = row,
+            None => cands.push(row),
+        }
+        kill.notes.push(
+            "the victim had already released its memory when the walk reached it: its row \
+             uses the counters read at the kill"
+                .to_string(),
+        );
+    }
+
+    /// The victim's score and its parts: from its candidate record when there is one
+    /// (read in the same instant as the others), else from the kill record's counters.
+    fn attach_breakdown(&self, kill: &mut OomKill, ev: &OomKillEvent, cands: &[Candidate]) {
+        let v = &mut kill.victim;
+        if let Some(c) = cands.iter().find(|c| c.victim) {
+            v.points_breakdown = c.breakdown;
+            if v.points.is_none() {
+                v.points = c.points;
+                v.points_source = Some(if ev.method == OOM_METHOD_WALK {
+                    oom_report::POINTS_WALK
+                } else {
+                    POINTS_EXACT
+                });
+            }
+            return;
+        }
+        let Some(total) = kill.domain.totalpages else { return };
+        if ev.flags & OOM_HAVE_MM == 0 {
+            return;
+        }
+        let rss = ev.rss_anon.max(0) + ev.rss_file.max(0) + ev.rss_shmem.max(0);
+        let b = Breakdown::new(
+            rss,
+            ev.swap_ents.max(0),
+            ev.pgtables_bytes.max(0) >> self.env.page_shift,
+            i64::from(ev.victim_oom_score_adj),
+            total,
+        );
+        v.points_breakdown = Some(b);
+        if v.points.is_none() {
+            v.points = Some(b.total);
+            v.points_source = Some(POINTS_RECOMPUTED);
+        }
+    }
+
+    fn on_reaper(&mut self, ev: &OomReaperEvent) {
+        let now = Instant::now();
+        log::debug!("oom reaper phase {} pid {} decision {}", ev.phase, ev.pid, ev.decision);
+        let Some(p) = self.pending.iter_mut().find(|p| {
+            (ev.decision == 0 || p.kill.decision_id == ev.decision)
+                && p.tracks.iter().any(|t| t.pid == ev.pid)
+        }) else {
+            if ev.phase == REAPER_EXIT && !self.done.iter().any(|(d, _)| *d == ev.decision) {
+                // Exited before its kill record arrived (the record is sent after the
+                // candidate walk; the victim's SIGKILL came before it).
+                if self.early_exits.len() >= MAX_BUFFERED {
+                    self.early_exits.remove(0);
+                }
+                self.early_exits.push((ev.pid, ev.header.boot_ns));
+                return;
+            }
+            if self.done.iter().any(|(_, pids)| pids.contains(&ev.pid)) {
+                log::debug!("reaper phase {} for pid {} after its report", ev.phase, ev.pid);
+            }
+            return;
+        };
+        let t = p.tracks.iter_mut().find(|t| t.pid == ev.pid).expect("matched above");
+        let ns = Some(ev.header.boot_ns);
+        match ev.phase {
+            REAPER_WAKE => {
+                t.wake_ns = ns;
+                p.woken = Some(now);
+            }
+            REAPER_START => t.start_ns = ns,
+            REAPER_FINISH => t.finish_ns = ns,
+            REAPER_SKIP => t.skips += 1,
+            REAPER_EXIT => t.exit_ns = ns,
+            _ => {}
+        }
+    }
+
+    /// Prints the decisions that are complete (all with `force`), oldest first: a
+    /// decision waits for the ones before it, so the output stays in kill order.
+    fn flush(&mut self, force: bool) {
+        let now = Instant::now();
+        while let Some(p) = self.pending.first() {
+            if !force && !p.ready(now) {
+                break;
+            }
+            let p = self.pending.remove(0);
+            log::debug!(
+                "oom decision {} complete after {:?} (forced: {force})",
+                p.kill.decision_id,
+                now.duration_since(p.created)
+            );
+            self.emit(p);
+        }
+    }
+
+    fn emit(&mut self, p: Pending) {
+        let Pending { mut kill, tracks, .. } = p;
+        kill.reaper = Some(reaper_summary(&tracks));
+        let host_available = meminfo().map(|(_, _, a)| a);
+        let mut notes = oom_report::notes(&kill, self.env.page_kib, host_available);
+        notes.append(&mut kill.notes);
+        kill.notes = notes;
+        if self.done.len() >= MAX_BUFFERED {
+            self.done.remove(0);
+        }
+        self.done.push((kill.decision_id, tracks.iter().map(|t| t.pid).collect()));
+        if !matches(&kill, &self.cfg) {
+            return;
+        }
+        if self.cfg.json {
+            output::json_line(&kill);
+        } else {
+            let top = (!self.opts.all_candidates).then_some(TOP_CANDIDATES);
+            output::text(&oom_report::render_text(&kill, self.env.page_kib, top));
+        }
+    }
+}
+
+fn ms(from: u64, to: u64) -> f64 {
+    (to.saturating_sub(from) as f64 / 1e4).round() / 100.0
+}
+
+/// The victim's fate after the kill, in ms (group members summarised).
+fn reaper_summary(tracks: &[Track]) -> Reaper {
+    let Some(v) = tracks.first() else { return Reaper::default() };
+    let at = |t: Option<u64>| t.map(|t| ms(v.kill_ns, t));
+    let mut r = Reaper {
+        victim_exit_ms: at(v.exit_ns),
+        wake_reaper_ms: at(v.wake_ns),
+        start_reaping_ms: at(v.start_ns),
+        finish_reaping_ms: at(v.finish_ns),
+        skip_reaping: v.skips,
+        summary: String::new(),
+    };
+    let mut parts = Vec::new();
+    match (r.victim_exit_ms, r.wake_reaper_ms) {
+        (Some(_), None) if v.exit_ns.is_some_and(|x| x <= v.kill_ns) => parts.push(
+            "the victim exited right at the kill (before mark_victim had finished); the OOM \
+             reaper was not needed"
+                .to_string(),
+        ),
+        (Some(e), None) => {
+            parts.push(format!("victim exited {e} ms after the kill; the OOM reaper was not needed"))
+        }
+        (exit, Some(w)) => {
+            let mut s = format!("the OOM reaper woke {w} ms after the kill");
+            match (r.start_reaping_ms, r.finish_reaping_ms) {
+                (Some(a), Some(b)) => s += &format!(", reaped the victim in {:.2} ms (done at {b} ms)", b - a),
+                (_, None) => s += ", and had not finished when the report was printed",
+                _ => {}
+            }
+            if r.skip_reaping > 0 {
+                s += &format!(
+                    "; it could not take the victim's mmap lock {} time{}",
+                    r.skip_reaping,
+                    if r.skip_reaping == 1 { "" } else { "s" }
+                );
+            }
+            if let Some(e) = exit {
+                s += &format!("; the victim exited at {e} ms");
+            }
+            parts.push(s);
+        }
+        (None, None) if v.exiting_at_send => parts.push(
+            "the victim was already exiting when the kill was recorded; the OOM reaper was \
+             not needed"
+                .to_string(),
+        ),
+        (None, None) => parts.push(
+            "the victim's exit was not seen before the report (still exiting, or the exit hook \
+             is not attached)"
+                .to_string(),
+        ),
+    }
+    let members: Vec<&Track> = tracks.iter().skip(1).collect();
+    if !members.is_empty() {
+        let exited = members.iter().filter(|t| t.exit_ns.is_some()).count();
+        parts.push(format!("{exited} of {} group members exited", members.len()));
+    }
+    r.summary = parts.join("; ");
+    r
 }
 
 impl family::FamilyAgent for Agent {
@@ -42,275 +961,38 @@ impl family::FamilyAgent for Agent {
     }
 
     fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool {
-        if kind != EventKind::OomKill {
-            return false;
+        match kind {
+            EventKind::OomKill => match read_record::<OomKillEvent>(bytes) {
+                Some(ev) => self.on_kill(&ev),
+                None => return false,
+            },
+            EventKind::OomCandidate => match read_record::<OomCandidateEvent>(bytes) {
+                Some(ev) => self.on_candidate(&ev),
+                None => return false,
+            },
+            EventKind::OomReaper => match read_record::<OomReaperEvent>(bytes) {
+                Some(ev) => self.on_reaper(&ev),
+                None => return false,
+            },
+            EventKind::OomSelectDone => match read_record::<OomSelectDoneEvent>(bytes) {
+                Some(ev) => self.on_select_done(&ev),
+                None => return false,
+            },
+            #[allow(unreachable_patterns, reason = "other families' kinds")]
+            _ => return false,
         }
-        let Some(k) = decode(bytes) else { return false };
-        if matches(&k, &self.cfg) {
-            if self.cfg.json {
-                output::json_line(&k);
-            } else {
-                output::text(&render_text(&k));
-            }
-        }
+        self.flush(false);
         true
     }
-}
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Victim {
-    pub pid: u32,
-    pub tgid: u32,
-    pub comm: String,
-    pub uid: Option<u32>,
-    pub oom_score_adj: Option<i32>,
-    pub rss_anon_kb: Option<i64>,
-    pub rss_file_kb: Option<i64>,
-    pub rss_shmem_kb: Option<i64>,
-    pub swap_kb: Option<i64>,
-    pub pgtables_kb: Option<i64>,
-    pub total_vm_kb: Option<i64>,
-    /// Memory cgroup path read in BPF at kill time.
-    pub cgroup: Option<String>,
-    pub cgroup_id: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Trigger {
-    pub pid: u32,
-    pub tgid: u32,
-    pub comm: String,
-    pub cgroup: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OomKill {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    pub victim: Victim,
-    pub trigger: Trigger,
-    /// Plain findings.
-    pub notes: Vec<String>,
-}
-
-/// Decodes a record. Returns None when it is too short (counted by the caller).
-pub fn decode(bytes: &[u8]) -> Option<OomKill> {
-    if bytes.len() < std::mem::size_of::<OomKillEvent>() {
-        return None;
+    fn tick(&mut self) {
+        self.flush(false);
     }
-    // SAFETY: length checked; the type is plain data; the read is unaligned-safe.
-    let ev: OomKillEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Some(from_event(&ev))
-}
 
-pub fn from_event(ev: &OomKillEvent) -> OomKill {
-    let page = output::page_kib();
-    let have_task = ev.flags & OOM_HAVE_TASK != 0;
-    let have_mm = ev.flags & OOM_HAVE_MM != 0;
-    let pages = |v: i64| have_mm.then_some(v.max(0) * page);
-    let mut notes = Vec::new();
-    if !have_task {
-        notes.push(
-            "this kernel's oom:mark_victim passes only the pid: victim details unavailable"
-                .to_string(),
-        );
+    fn finish(&mut self) {
+        self.flush(true);
     }
-    if ev.flags & OOM_NO_MM != 0 {
-        notes.push("victim had already released its memory (no mm) when marked".to_string());
-    }
-    if have_task && ev.victim_pid == ev.trigger_pid {
-        notes.push("the victim triggered the OOM itself".to_string());
-    }
-    let zero_if_no_mm = |v: Option<i64>| {
-        if ev.flags & OOM_NO_MM != 0 { Some(0) } else { v }
-    };
-    OomKill {
-        kind: "oom_kill",
-        time: output::rfc3339(output::boot_to_wall_ns(ev.header.boot_ns)),
-        victim: Victim {
-            pid: ev.victim_pid,
-            tgid: ev.victim_tgid,
-            comm: cstr(&ev.victim_comm),
-            uid: (have_task && ev.victim_uid != u32::MAX).then_some(ev.victim_uid),
-            oom_score_adj: have_task.then_some(ev.victim_oom_score_adj),
-            rss_anon_kb: zero_if_no_mm(pages(ev.rss_anon)),
-            rss_file_kb: zero_if_no_mm(pages(ev.rss_file)),
-            rss_shmem_kb: zero_if_no_mm(pages(ev.rss_shmem)),
-            swap_kb: zero_if_no_mm(pages(ev.swap_ents)),
-            pgtables_kb: zero_if_no_mm(have_mm.then_some(ev.pgtables_bytes.max(0) / 1024)),
-            total_vm_kb: zero_if_no_mm(pages(ev.total_vm_pages as i64)),
-            cgroup: cgroup::render(&ev.victim_cgroup),
-            cgroup_id: cgroup::render(&ev.victim_cgroup).map(|_| ev.victim_cgroup.id),
-        },
-        trigger: Trigger {
-            pid: ev.trigger_pid,
-            tgid: ev.trigger_tgid,
-            comm: cstr(&ev.trigger_comm),
-            cgroup: cgroup::render(&ev.trigger_cgroup),
-        },
-        notes,
-    }
-}
-
-/// Does the kill pass the -p / -c filters?
-pub fn matches(k: &OomKill, cfg: &TraceConfig) -> bool {
-    let pid_ok = cfg.pid.is_none_or(|p| {
-        [k.victim.pid, k.victim.tgid, k.trigger.pid, k.trigger.tgid].contains(&p)
-    });
-    let cg_ok = cfg.cgroup.as_deref().is_none_or(|f| {
-        [k.victim.cgroup.as_deref(), k.trigger.cgroup.as_deref()]
-            .into_iter()
-            .flatten()
-            .any(|c| cgroup::under(c, f))
-    });
-    pid_ok && cg_ok
-}
-
-fn opt_kib(v: Option<i64>) -> String {
-    v.map(kib).unwrap_or_else(|| "?".into())
-}
-
-/// A readable block per kill.
-pub fn render_text(k: &OomKill) -> String {
-    let v = &k.victim;
-    let t = &k.trigger;
-    let cg = |c: &Option<String>| c.clone().unwrap_or_else(|| "(unknown)".into());
-    let mut s = format!(
-        "{}  OOM KILL  pid {} ({}) uid {}  memcg {}\n",
-        k.time,
-        v.tgid,
-        v.comm,
-        v.uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into()),
-        cg(&v.cgroup),
-    );
-    s += &format!(
-        "    rss anon {}  file {}  shmem {}  swap {}  page tables {}  vm {}  oom_score_adj {}\n",
-        opt_kib(v.rss_anon_kb),
-        opt_kib(v.rss_file_kb),
-        opt_kib(v.rss_shmem_kb),
-        opt_kib(v.swap_kb),
-        opt_kib(v.pgtables_kb),
-        opt_kib(v.total_vm_kb),
-        v.oom_score_adj.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-    );
-    s += &format!("    triggered by pid {} ({})  memcg {}\n", t.tgid, t.comm, cg(&t.cgroup));
-    for n in &k.notes {
-        s += &format!("    note: {n}\n");
-    }
-    s
 }
 
 #[cfg(test)]
-mod tests {
-    use memtrace_common::{
-        CGROUP_COMPLETE, CGROUP_DEPTH, CGROUP_NAME_LEN, CGROUP_UNAVAILABLE, CgroupPath,
-        EventHeader, EventKind,
-    };
-
-    use super::*;
-
-    fn cg(names: &[&str]) -> CgroupPath {
-        let mut p = CgroupPath {
-            id: 42,
-            depth: names.len() as u32,
-            status: CGROUP_COMPLETE,
-            names: [[0; CGROUP_NAME_LEN]; CGROUP_DEPTH],
-        };
-        for (i, n) in names.iter().enumerate() {
-            p.names[i][..n.len()].copy_from_slice(n.as_bytes());
-        }
-        p
-    }
-
-    fn comm(s: &str) -> [u8; 16] {
-        let mut c = [0; 16];
-        c[..s.len()].copy_from_slice(s.as_bytes());
-        c
-    }
-
-    fn event() -> OomKillEvent {
-        OomKillEvent {
-            header: EventHeader { kind: EventKind::OomKill as u32, cpu: 1, boot_ns: 5 },
-            flags: OOM_HAVE_TASK | OOM_HAVE_MM,
-            victim_pid: 100,
-            victim_tgid: 100,
-            victim_uid: 1000,
-            victim_oom_score_adj: 500,
-            trigger_pid: 201,
-            trigger_tgid: 200,
-            _pad: 0,
-            rss_anon: 12_288,
-            rss_file: 10,
-            rss_shmem: 0,
-            swap_ents: 0,
-            pgtables_bytes: 131_072,
-            total_vm_pages: 20_000,
-            victim_comm: comm("victim"),
-            trigger_comm: comm("grower"),
-            victim_cgroup: cg(&["job", "svc"]),
-            trigger_cgroup: cg(&["job", "svc"]),
-        }
-    }
-
-    fn bytes(ev: &OomKillEvent) -> Vec<u8> {
-        // SAFETY: plain data viewed as bytes.
-        unsafe {
-            std::slice::from_raw_parts((ev as *const OomKillEvent).cast::<u8>(), std::mem::size_of_val(ev))
-        }
-        .to_vec()
-    }
-
-    #[test]
-    fn decodes_a_record() {
-        let k = decode(&bytes(&event())).unwrap();
-        let page = output::page_kib();
-        assert_eq!(k.victim.pid, 100);
-        assert_eq!(k.victim.comm, "victim");
-        assert_eq!(k.victim.uid, Some(1000));
-        assert_eq!(k.victim.oom_score_adj, Some(500));
-        assert_eq!(k.victim.rss_anon_kb, Some(12_288 * page));
-        assert_eq!(k.victim.pgtables_kb, Some(128));
-        assert_eq!(k.victim.cgroup.as_deref(), Some("/svc/job"));
-        assert_eq!(k.victim.cgroup_id, Some(42));
-        assert_eq!(k.trigger.tgid, 200);
-        assert_eq!(k.trigger.comm, "grower");
-        let json = serde_json::to_value(&k).unwrap();
-        assert_eq!(json["type"], "oom_kill");
-        assert_eq!(json["victim"]["rss_anon_kb"], 12_288 * page);
-        assert!(render_text(&k).contains("pid 100 (victim)"));
-    }
-
-    #[test]
-    fn short_records_are_rejected() {
-        assert!(decode(&bytes(&event())[..100]).is_none());
-    }
-
-    #[test]
-    fn pid_only_records_say_so() {
-        let mut ev = event();
-        ev.flags = 0;
-        ev.victim_cgroup.status = CGROUP_UNAVAILABLE;
-        let k = from_event(&ev);
-        assert_eq!(k.victim.rss_anon_kb, None);
-        assert_eq!(k.victim.cgroup, None);
-        assert!(k.notes.iter().any(|n| n.contains("only the pid")));
-    }
-
-    #[test]
-    fn filters_by_pid_and_cgroup() {
-        let k = from_event(&event());
-        let cfg = |pid, cgroup: Option<&str>| TraceConfig {
-            json: true,
-            duration: None,
-            pid,
-            cgroup: cgroup.map(String::from),
-        };
-        assert!(matches(&k, &cfg(None, None)));
-        assert!(matches(&k, &cfg(Some(100), None)));
-        assert!(matches(&k, &cfg(Some(200), None)));
-        assert!(!matches(&k, &cfg(Some(7), None)));
-        assert!(matches(&k, &cfg(None, Some("/svc"))));
-        assert!(!matches(&k, &cfg(None, Some("/sv"))));
-    }
-}
+mod tests;

@@ -60,6 +60,9 @@ struct Stats {
     families: BTreeMap<&'static str, FamilyStats>,
 }
 
+/// Period of `FamilyAgent::tick`.
+pub const HOUSEKEEPING: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a subcommand traces and how.
 pub struct Session {
     pub families: Vec<Family>,
@@ -110,6 +113,7 @@ pub async fn trace(kernel: Kernel, session: Session) -> Result<(), Error> {
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = interval.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
     let mut ticks = 0u64;
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let started = std::time::Instant::now();
     let mut counts: BTreeMap<&'static str, FamilyStats> =
         traced.iter().map(|f| (f.name(), FamilyStats::default())).collect();
@@ -141,6 +145,7 @@ pub async fn trace(kernel: Kernel, session: Session) -> Result<(), Error> {
                     break;
                 }
             }
+            _ = housekeeping.tick() => agents.iter_mut().for_each(|a| a.tick()),
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::bpf("polling the ring buffer", e))?;
                 drain(guard.get_inner_mut(), &mut agents, &mut counts);

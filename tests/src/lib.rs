@@ -425,3 +425,82 @@ impl Drop for TmpfsMount {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+/// A running memtrace in text mode: stdout collected, stderr echoed and kept.
+/// `start` returns once memtrace says it is tracing (its "Ctrl-C to stop." line).
+pub struct TextMemtrace {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// stderr lines received so far.
+    pub err_seen: Vec<String>,
+}
+
+impl TextMemtrace {
+    pub fn start(args: &[&str]) -> TextMemtrace {
+        let mut child = Command::new(memtrace_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let (tx, stdout) = channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[memtrace] {line}");
+                let _ = etx.send(line);
+            }
+        });
+        let mut m = TextMemtrace { child, stdout, stderr, err_seen: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match m.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    let ready = l.contains("Ctrl-C to stop");
+                    m.err_seen.push(l);
+                    if ready {
+                        return m;
+                    }
+                }
+                Err(_) => panic!("memtrace {args:?} never said it was tracing: {:?}", m.err_seen),
+            }
+        }
+    }
+
+    /// SIGINT, wait for a clean exit; returns (stdout, stderr).
+    pub fn stop(mut self) -> (String, String) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait memtrace");
+        let mut out = String::new();
+        while let Ok(l) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            self.err_seen.push(l);
+        }
+        let err = self.err_seen.join("\n");
+        assert!(status.success(), "memtrace exited with {status}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        (out, err)
+    }
+}
+
+impl Drop for TextMemtrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use memtrace_tests::{MemCgroup, Memtrace, Stress, run_memtrace, stats_of};
+use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, run_memtrace, stats_of};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -97,20 +97,13 @@ fn filters_select_kills() {
 #[test]
 fn text_mode_prints_a_block_per_kill() {
     let cg = MemCgroup::new("text", 48 * MIB);
-    let child = std::process::Command::new(memtrace_tests::memtrace_bin())
-        .args(["oom", "--duration", "8", "-c", &cg.rel])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let mt = TextMemtrace::start(&["oom", "-c", &cg.rel]);
     let mut hog =
         Stress::spawn(&["hog", "--mb", "128", "--comm", "mt-oom-text", "--cgroup", cg.dir_str()]);
     assert_eq!(hog.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // The report follows the victim's exit.
+    std::thread::sleep(Duration::from_secs(1));
+    let (stdout, stderr) = mt.stop();
     assert!(stdout.contains("OOM KILL"), "{stdout}");
     assert!(stdout.contains(&format!("pid {} (mt-oom-text)", hog.pid())), "{stdout}");
     assert!(stdout.contains(&format!("memcg {}", cg.rel)), "{stdout}");

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_oom;
 mod bench_reclaim;
 mod bench_shmem;
 mod setup;
@@ -33,7 +34,7 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.
     VmTest(vm::Options),
-    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`.
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`, `cargo xtask bench oom`.
     Bench {
         #[command(subcommand)]
         family: Bench,
@@ -47,6 +48,9 @@ enum Bench {
     /// Kernel cost per shmem page allocated and freed (bpf_stats), and a tmpfs writer's
     /// wall time with and without tracing.
     Shmem(bench_shmem::Options),
+    /// The oom family: the victim-exit filter on every process exit, and each OOM
+    /// decision's stack scan and candidate walk.
+    Oom(bench_oom::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::VmTest(opts) => vm::run(opts),
         Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
         Cmd::Bench { family: Bench::Shmem(opts) } => bench_shmem::run(opts),
+        Cmd::Bench { family: Bench::Oom(opts) } => bench_oom::run(opts),
     }
 }

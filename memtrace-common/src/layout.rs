@@ -51,6 +51,16 @@ pub struct KernelLayout {
     pub kn_name: u32,
     pub kn_parent: u32,
     pub kn_id: u32,
+
+    // struct kmem_cache (slab family; ABSENT on allocators without it)
+    pub kmem_cache_name: u32,
+    pub kmem_cache_size: u32,
+    pub kmem_cache_object_size: u32,
+
+    // struct pt_regs (slab family: the running syscall's number and arguments, read at a
+    // dentry allocation; arch specific, ABSENT where unknown)
+    pub pt_regs_syscall_nr: u32,
+    pub pt_regs_args: [u32; 6],
 }
 
 impl KernelLayout {
@@ -83,5 +93,10 @@ impl KernelLayout {
         kn_name: ABSENT,
         kn_parent: ABSENT,
         kn_id: ABSENT,
+        kmem_cache_name: ABSENT,
+        kmem_cache_size: ABSENT,
+        kmem_cache_object_size: ABSENT,
+        pt_regs_syscall_nr: ABSENT,
+        pt_regs_args: [ABSENT; 6],
     };
 }

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod oom;
+pub mod slab;
 pub mod stats;
 
 /// Length of `task_struct::comm`.
@@ -100,4 +101,15 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
     unsafe impl aya::Pod for super::layout::KernelLayout {}
     unsafe impl aya::Pod for super::oom::OomConfig {}
+    unsafe impl aya::Pod for super::CgroupPath {}
+    unsafe impl aya::Pod for super::slab::SlabConfig {}
+    unsafe impl aya::Pod for super::slab::CacheInfo {}
+    unsafe impl aya::Pod for super::slab::CacheCounters {}
+    unsafe impl aya::Pod for super::slab::CallerKey {}
+    unsafe impl aya::Pod for super::slab::CallerCounts {}
+    unsafe impl aya::Pod for super::slab::PathArg {}
+    unsafe impl aya::Pod for super::slab::DirKey {}
+    unsafe impl aya::Pod for super::slab::FilterState {}
+    unsafe impl aya::Pod for super::slab::CacheSlot {}
+    unsafe impl aya::Pod for super::slab::CallerSlot {}
 }

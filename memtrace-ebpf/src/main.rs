@@ -6,6 +6,7 @@
 mod kernel;
 mod maps;
 mod oom;
+mod slab;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,6 +11,8 @@ EXAMPLES:
     memtrace watch                      # every family, text, until Ctrl-C
     memtrace oom --json | jq .          # one JSON object per OOM kill
     memtrace oom -c /system.slice       # kills in or under a memory cgroup
+    memtrace slab                       # top caches by net growth, with who grows them
+    memtrace slab --cache dentry --live # dentry growth per caller, frees matched to allocs
     memtrace watch --duration 60 --json > trace.jsonl
     memtrace doctor                     # which hooks this kernel offers, and the gaps";
 
@@ -41,6 +43,9 @@ pub enum Command {
     Watch(TraceArgs),
     /// OOM kills: victim, its memory and score inputs, cgroup, and the task that triggered it.
     Oom(TraceArgs),
+    /// Slab growth: per cache allocations, frees and net growth, with the kernel call
+    /// sites, processes and cgroups that grow them (dentry: negative dentries and directories).
+    Slab(crate::slab::SlabArgs),
     /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
     /// chosen strategy or the gap and why.
     Doctor(DoctorArgs),

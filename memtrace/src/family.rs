@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, slab, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -39,6 +39,7 @@ pub trait FamilyAgent {
 #[derive(Debug, Clone, Default)]
 pub struct FamilyOptions {
     pub oom: oom::Options,
+    pub slab: slab::Options,
 }
 
 /// Every family's globals for this session.
@@ -46,6 +47,7 @@ pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<G
     let mut g = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     // Globals exist in the object whether or not the family is traced.
     g.extend(oom::globals(kernel, cfg));
+    g.extend(slab::globals(kernel, cfg));
     let _ = families;
     g
 }
@@ -62,8 +64,16 @@ pub fn agents(
     for f in families {
         match f {
             Family::Oom => v.push(Box::new(oom::Agent::new(cfg.clone(), opts.oom.clone()))),
-            Family::Reclaim | Family::Slab | Family::Shmem => {}
+            Family::Slab => {
+                v.push(Box::new(slab::Agent::new(ebpf, cfg.clone(), opts.slab.clone())?))
+            }
+            Family::Reclaim | Family::Shmem => {}
         }
     }
     Ok(v)
+}
+
+/// Map sizes chosen at load time (`EbpfLoader::set_max_entries`).
+pub fn map_sizes() -> Vec<(&'static str, u32)> {
+    slab::map_sizes()
 }

@@ -101,6 +101,30 @@ pub fn resolve(btf: &Btf) -> Resolved {
     // Renamed to __parent (RCU-protected) in 6.15.
     l.kn_parent = r.off("kernfs_node", &["__parent", "parent"]);
     l.kn_id = r.off("kernfs_node", &["id"]);
+    // Slab family: optional (SLOB kernels have no struct kmem_cache members in BTF); the
+    // slab hooks check them, so they are not layout gaps for the other families.
+    let opt = |s: &str, m: &str| btf.offset_of(s, m).map_or(ABSENT, |(o, _)| o);
+    l.kmem_cache_name = opt("kmem_cache", "name");
+    l.kmem_cache_size = opt("kmem_cache", "size");
+    l.kmem_cache_object_size = opt("kmem_cache", "object_size");
+    // Slab family: where a syscall's number and arguments are saved (arch specific).
+    #[cfg(target_arch = "x86_64")]
+    {
+        l.pt_regs_syscall_nr = opt("pt_regs", "orig_ax");
+        for (i, r) in ["di", "si", "dx", "r10", "r8", "r9"].iter().enumerate() {
+            l.pt_regs_args[i] = opt("pt_regs", r);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        l.pt_regs_syscall_nr = opt("pt_regs", "syscallno");
+        let regs = opt("pt_regs", "regs");
+        if regs != ABSENT {
+            for (i, a) in l.pt_regs_args.iter_mut().enumerate() {
+                *a = regs + 8 * i as u32;
+            }
+        }
+    }
     l.valid = 1;
     Resolved { layout: l, missing: r.missing }
 }
@@ -132,6 +156,17 @@ mod tests {
         // Member offsets are word aligned where the members are pointers.
         for off in [l.task_mm, l.task_signal, l.task_cgroups, l.cgroup_kn, l.kn_parent] {
             assert_eq!(off % 8, 0);
+        }
+        // SLUB: object_size follows size (include/linux/slub_def.h, slab.h on 6.8+); name
+        // is a pointer.
+        assert_eq!(l.kmem_cache_object_size, l.kmem_cache_size + 4);
+        assert_eq!(l.kmem_cache_name % 8, 0);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // struct pt_regs: ..., si, di, orig_ax (arch/x86/include/asm/ptrace.h).
+            assert_eq!(l.pt_regs_args[0], l.pt_regs_args[1] + 8, "di follows si");
+            assert_eq!(l.pt_regs_syscall_nr, l.pt_regs_args[0] + 8, "orig_ax follows di");
+            assert!(l.pt_regs_args.iter().all(|&a| a != ABSENT));
         }
     }
 }

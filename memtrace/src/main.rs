@@ -13,6 +13,7 @@ mod oom;
 mod output;
 mod probes;
 mod run;
+mod slab;
 mod system;
 mod tracefs;
 
@@ -64,6 +65,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             interval: None,
             count: None,
         },
+        Command::Slab(a) => {
+            let (cfg, o) = a.validate()?;
+            slab::configure(o.clone());
+            run::Session {
+                families: vec![Family::Slab],
+                cfg,
+                interval: Some(o.interval),
+                count: o.count,
+                opts: family::FamilyOptions { slab: o, ..Default::default() },
+            }
+        }
     };
     let kernel = system::Kernel::open(&cli.btf)?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -70,6 +70,9 @@ pub fn load_and_attach(
 ) -> Result<Probes, Error> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&kernel.aya_btf));
+    for (name, size) in crate::family::map_sizes() {
+        loader.map_max_entries(name, size);
+    }
     for g in globals {
         loader.override_global(g.name, g.bytes.as_slice(), true);
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_slab;
 mod setup;
 mod test;
 mod util;
@@ -26,6 +27,17 @@ enum Cmd {
     },
     /// The whole suite: unit tests, host integration tests (root, real kernel).
     Test(test::Options),
+    /// Benchmarks (root, real kernel): `cargo xtask bench slab`.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// stat() of a missing path without tracing, under memtrace slab and under bpftrace.
+    Slab(bench_slab::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +51,6 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
+        Cmd::Bench { which: Bench::Slab(opts) } => bench_slab::run(opts),
     }
 }

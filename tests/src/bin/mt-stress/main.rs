@@ -5,20 +5,23 @@
 //!
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+//!   stat-missing --count N --dir D      stat N unique missing paths in D (negative dentries)
 
 mod common;
 mod hog;
+mod stat_missing;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((workload, rest)) = args.split_first() else {
-        eprintln!("usage: mt-stress <hog> [options]");
+        eprintln!("usage: mt-stress <hog|stat-missing> [options]");
         std::process::exit(2);
     };
     let opts = common::Opts::parse(rest);
     opts.apply();
     match workload.as_str() {
         "hog" => hog::run(&opts),
+        "stat-missing" => stat_missing::run(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");
             std::process::exit(2);

@@ -5,6 +5,7 @@ mod bench_slab;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +26,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The whole suite: unit tests, host integration tests (root, real kernel).
+    /// The whole suite: unit tests, host integration tests (root, real kernel), then the
+    /// integration tests again inside VMs (vm-test).
     Test(test::Options),
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
+    /// them as root: `cargo xtask vm-test --kernel 6.12`.
+    VmTest(vm::Options),
     /// Benchmarks (root, real kernel): `cargo xtask bench slab`.
     Bench {
         #[command(subcommand)]
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test(opts) => test::run(opts),
+        Cmd::VmTest(opts) => vm::run(opts),
         Cmd::Bench { which: Bench::Slab(opts) } => bench_slab::run(opts),
     }
 }

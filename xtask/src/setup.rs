@@ -9,8 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{exec, output};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// qemu + busybox + cpio: the VM tests; bpftrace: the slab benchmark's baseline.
-const APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "bpftrace"];
+/// qemu + busybox + cpio + the archive keyring (kernel downloads): the VM tests;
+/// bpftrace: the slab benchmark's baseline.
+const APT_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "cpio", "debian-archive-keyring", "bpftrace"];
 
 pub fn run() -> Result<()> {
     rust_components()?;

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the whole suite. Unit tests (no root), then the host integration
-//! tests in tests/ against the real kernel (root).
+//! tests in tests/ against the real kernel (root), then the same tests inside VMs on the
+//! 6.1 and 6.12 kernels (`cargo xtask vm-test`).
 
 use std::process::Command;
 
@@ -36,5 +37,6 @@ pub fn run(opts: Options) -> Result<()> {
         .current_dir(&root)
         .env("MEMTRACE_BIN", &bin)
         .args(["test", "--package", "memtrace-tests", "--", "--test-threads=1"]))?;
-    Ok(())
+    eprintln!("== VM tests (6.1 and 6.12 kernels in qemu)");
+    crate::vm::run(crate::vm::Options::default())
 }

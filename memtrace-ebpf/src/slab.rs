@@ -138,10 +138,18 @@ enum Src<'a> {
 #[btf_tracepoint(function = "kmem_cache_alloc")]
 pub fn slab_alloc_btf(ctx: BtfTracePointContext) -> i32 {
     let call_site: u64 = ctx.arg(0);
-    let ptr: u64 = ctx.arg(1);
     let s = btf_arg_bits(&ctx, 2);
-    on_alloc(s, Src::Cache(s as *const u8), call_site, ptr);
+    on_alloc(s, Src::Cache(s as *const u8), call_site, || btf_void_arg(&ctx, 1));
     0
+}
+
+/// A `void *` argument: kernels before 6.18 refuse to load it from the context ("type
+/// UNKNOWN is not a struct"), so it is read with a probe read, and only when needed.
+#[inline(always)]
+fn btf_void_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
+    let slot = (ctx.as_ptr() as *const u64).wrapping_add(n);
+    // SAFETY: the context is an array of u64 arguments; the helper tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot) }.unwrap_or(0)
 }
 
 /// A typed (BTF) pointer argument as plain bits: the verifier forbids hashing or shifting
@@ -165,7 +173,7 @@ pub fn slab_alloc_raw(ctx: RawTracePointContext) -> i32 {
     let call_site: u64 = ctx.arg(0);
     let ptr: u64 = ctx.arg(1);
     let s: *const u8 = ctx.arg(2);
-    on_alloc(s as u64, Src::Cache(s), call_site, ptr);
+    on_alloc(s as u64, Src::Cache(s), call_site, || ptr);
     0
 }
 
@@ -176,7 +184,8 @@ pub fn slab_alloc_tp(ctx: TracePointContext) -> u32 {
     let c = cfg();
     // SAFETY: offsets come from the tracepoint's format file.
     let call_site = unsafe { ctx.read_at::<u64>(get(&c.tp_alloc_call_site) as usize) }.unwrap_or(0);
-    let ptr = unsafe { ctx.read_at::<u64>(get(&c.tp_alloc_ptr) as usize) }.unwrap_or(0);
+    // SAFETY: as above.
+    let ptr = || unsafe { ctx.read_at::<u64>(get(&c.tp_alloc_ptr) as usize) }.unwrap_or(0);
     let size = unsafe { ctx.read_at::<u64>(get(&c.tp_alloc_bytes_alloc) as usize) }.unwrap_or(0);
     let loc = get(&c.tp_alloc_name);
     if loc != ABSENT {
@@ -200,9 +209,8 @@ pub fn slab_alloc_tp(ctx: TracePointContext) -> u32 {
 /// attributed per cache, and with `--live` to the allocating caller: the call site is unused.
 #[btf_tracepoint(function = "kmem_cache_free")]
 pub fn slab_free_btf(ctx: BtfTracePointContext) -> i32 {
-    let ptr: u64 = ctx.arg(1);
     let s = btf_arg_bits(&ctx, 2);
-    on_free(s, Src::Cache(s as *const u8), ptr);
+    on_free(s, Src::Cache(s as *const u8), || btf_void_arg(&ctx, 1));
     0
 }
 
@@ -210,7 +218,7 @@ pub fn slab_free_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn slab_free_raw(ctx: RawTracePointContext) -> i32 {
     let ptr: u64 = ctx.arg(1);
     let s: *const u8 = ctx.arg(2);
-    on_free(s as u64, Src::Cache(s), ptr);
+    on_free(s as u64, Src::Cache(s), || ptr);
     0
 }
 
@@ -219,7 +227,7 @@ pub fn slab_free_raw(ctx: RawTracePointContext) -> i32 {
 pub fn slab_free_tp(ctx: TracePointContext) -> u32 {
     let c = cfg();
     // SAFETY: offsets come from the tracepoint's format file.
-    let ptr = unsafe { ctx.read_at::<u64>(get(&c.tp_free_ptr) as usize) }.unwrap_or(0);
+    let ptr = || unsafe { ctx.read_at::<u64>(get(&c.tp_free_ptr) as usize) }.unwrap_or(0);
     let mut name = [0u8; CACHE_NAME_LEN];
     classic_name(&ctx, get(&c.tp_free_name), &mut name);
     on_free(name_hash(&name), Src::Classic(Some(&name), 0), ptr);
@@ -330,7 +338,7 @@ pub fn slab_path_open(ctx: TracePointContext) -> u32 {
 // ------------------------------------------------------------------------ the hot path
 
 #[inline(always)]
-fn on_alloc(key: u64, src: Src, call_site: u64, ptr: u64) {
+fn on_alloc(key: u64, src: Src, call_site: u64, ptr: impl Fn() -> u64) {
     let c = cfg();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -349,6 +357,7 @@ fn on_alloc(key: u64, src: Src, call_site: u64, ptr: u64) {
     let ck = CallerKey { cache: key, call_site, memcg: current_memcg(pid_tgid), tgid, _pad: 0 };
     caller_add(&ck, true, true);
     if get(&c.live) != 0 {
+        let ptr = ptr();
         match LIVE.insert(&ptr, &ck, BPF_NOEXIST as u64) {
             Ok(()) => sc(S_LIVE_INSERTS),
             Err(_) => {
@@ -378,7 +387,7 @@ fn on_alloc(key: u64, src: Src, call_site: u64, ptr: u64) {
 }
 
 #[inline(always)]
-fn on_free(key: u64, src: Src, ptr: u64) {
+fn on_free(key: u64, src: Src, ptr: impl Fn() -> u64) {
     let c = cfg();
     if !may_be_selected(key) {
         return;
@@ -386,6 +395,7 @@ fn on_free(key: u64, src: Src, ptr: u64) {
     let Some(cc) = counters(key, src) else { return };
     let only = get(&c.tgid);
     if get(&c.live) != 0 {
+        let ptr = ptr();
         // The object's allocating caller, whoever frees it (often an RCU callback).
         // SAFETY: the value is copied out at once.
         match unsafe { LIVE.get(&ptr) }.copied() {
@@ -747,20 +757,14 @@ fn record_comm(tgid: u32) {
     let _ = COMMS.insert(&tgid, &comm, BPF_ANY as u64);
 }
 
-/// A new caller row: remember the process name and the cgroup path (once per cgroup).
+/// A new caller row: remember the process name and the cgroup path (once per cgroup; again
+/// when a new cgroup reuses the memory of a removed one, told apart by the kernfs id).
 #[inline(always)]
 fn new_caller(ck: &CallerKey) {
     record_comm(ck.tgid);
     if ck.memcg == 0 {
         return;
     }
-    // SAFETY: only checking presence.
-    if unsafe { CGROUPS.get(&ck.memcg) }.is_some() {
-        return;
-    }
-    let Some(out) = CG_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
     let l = layout();
     let css = ck.memcg as *const u8;
     let cgrp = if get(&l.memory_cgrp_id) != ABSENT {
@@ -774,10 +778,18 @@ fn new_caller(ck: &CallerKey) {
     } else {
         css
     };
+    let id = read_ptr(cgrp, get(&l.cgroup_kn)).and_then(|kn| read::<u64>(kn, get(&l.kn_id)));
+    // SAFETY: copied out at once.
+    if let (Ok(id), Some(known)) = (id, unsafe { CGROUPS.get(&ck.memcg) }.map(|p| p.id)) {
+        if id == known {
+            return;
+        }
+    }
+    let Some(out) = CG_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU scratch.
     let out = unsafe { &mut *out };
     kernel::cgroup_path(cgrp, out);
-    let _ = CGROUPS.insert(&ck.memcg, out, BPF_NOEXIST as u64);
+    let _ = CGROUPS.insert(&ck.memcg, out, BPF_ANY as u64);
 }
 
 /// [`DIRS_REGS`]: the running syscall's path argument and dirfd, from its saved user

@@ -299,10 +299,15 @@ pub fn globals(kernel: &Kernel, cfg: &TraceConfig) -> Vec<Global> {
 }
 
 /// Caller rows the kernel keeps: bounded by memory, since every CPU has its own counters.
+/// Tests lower it with MEMTRACE_SLAB_CALLERS_MAX to exercise the bound.
 fn callers_max() -> u32 {
     let cpus = aya::util::nr_cpus().unwrap_or(64).max(1) as u64;
     let per_entry = 16 * cpus + 96;
-    ((32u64 << 20) / per_entry).clamp(1024, 32_768) as u32
+    let by_memory = ((32u64 << 20) / per_entry).clamp(1024, 32_768);
+    std::env::var("MEMTRACE_SLAB_CALLERS_MAX")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(by_memory, |v| v.clamp(1024, by_memory)) as u32
 }
 
 /// Map sizes chosen at load time.
@@ -781,8 +786,15 @@ impl Agent {
         let mut text = String::new();
         if !self.cfg.json {
             text += &format!(
-                "{time}  slab {scope} ({seconds:.1} s)\n{:<26} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}\n",
-                "CACHE", "OBJSIZE", "ALLOCS", "FREES", "NET", "NET BYTES", "SLABINFO Δ"
+                "{time}  slab {scope} ({seconds:.1} s)\n{:<26} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}  {}\n",
+                "CACHE",
+                "OBJSIZE",
+                "ALLOCS",
+                "FREES",
+                "NET",
+                "NET BYTES",
+                "SLABINFO Δ",
+                "WHO (top caller)"
             );
         }
         let top = self.opts.top;
@@ -850,8 +862,14 @@ impl Agent {
                     output::json_line(&line);
                 }
             } else {
+                let who = match rows.first() {
+                    Some((r, v)) if c.allocs > 0 => {
+                        format!("{}[{}] {}%", self.comm(r.tgid), r.tgid, v.allocs * 100 / c.allocs)
+                    }
+                    _ => "-".into(),
+                };
                 text += &format!(
-                    "{:<26} {:>7} {:>10} {:>10} {:>+10} {:>11} {:>11}\n",
+                    "{:<26} {:>7} {:>10} {:>10} {:>+10} {:>11} {:>11}  {who}\n",
                     trunc(name, 26),
                     size,
                     c.allocs,
@@ -946,6 +964,11 @@ impl Agent {
     }
 
     fn tick(&mut self) {
+        // Names and cgroups are looked up again each period: processes rename themselves,
+        // ids are reused.
+        self.comms.clear();
+        self.cgroups.clear();
+        self.cwds.clear();
         self.read_meta();
         let caches = self.read_counts();
         let callers = self.read_callers();

@@ -364,6 +364,82 @@ fn live_attributes_frees_to_the_allocating_caller() {
     assert!(u(&s["live"]["misses"]) > 0, "dentries older than the trace were freed too: {s}");
 }
 
+/// Thousands of short-lived processes (one set of caller rows each) against a caller map
+/// of 1024 rows: the kernel map stays bounded, rows are pruned by the agent or counted as
+/// lost, and the per-cache counts stay complete.
+#[test]
+fn high_cardinality_stays_bounded() {
+    const PROCS: u64 = 3000;
+    const EACH: u64 = 10;
+    // SAFETY: the tests of this binary run on one thread (--test-threads=1).
+    unsafe { std::env::set_var("MEMTRACE_SLAB_CALLERS_MAX", "1024") };
+    let mt = Memtrace::start(&["slab", "--json", "--interval", "0.2"]);
+    unsafe { std::env::remove_var("MEMTRACE_SLAB_CALLERS_MAX") };
+    let d = TempDir::new("many");
+    let each = EACH.to_string();
+    let procs = PROCS.to_string();
+    let dir = d.sub("many");
+    let mut s = Stress::spawn(&[
+        "stat-missing",
+        "--count",
+        &each,
+        "--procs",
+        &procs,
+        "--dir",
+        &dir,
+        "--comm",
+        "mt-slab-many",
+    ]);
+    s.wait_line("ready", Duration::from_secs(30));
+    let n: u64 = s.wait_line("done", Duration::from_secs(600)).parse().unwrap();
+    assert_eq!(n, PROCS * EACH);
+    std::thread::sleep(Duration::from_millis(600));
+    let lines = mt.stop();
+    let sum = lines.iter().find(|v| v["type"] == "slab_summary").unwrap();
+    assert_eq!(sum["caller_rows_max"], 1024, "{sum}");
+    assert!(u(&sum["caller_rows"]) <= 1024, "{sum}");
+    let (full, pruned) = (u(&sum["caller_rows_full"]), u(&sum["caller_rows_pruned"]));
+    assert!(full + pruned > 0, "{PROCS} processes did not press a 1024-row map: {sum}");
+    assert_eq!(stats_of(&lines, "slab")["map_full"], full, "every lost row is counted");
+    let dentry = cache_line(&lines, "total", "dentry").unwrap();
+    assert!(u(&dentry["allocs"]) >= PROCS * EACH * 9 / 10, "per-cache counts complete: {dentry}");
+    assert!(growth(&lines, "total", "dentry").len() <= 5, "--top bounds the output");
+}
+
+/// --live with a small map: the oldest objects are evicted, and the evictions are counted.
+#[test]
+fn live_map_is_bounded_and_counts_evictions() {
+    const N: u64 = 20_000;
+    let d = TempDir::new("evict");
+    let gofile = d.go_file();
+    let mt = Memtrace::start(&[
+        "slab",
+        "--json",
+        "--cache",
+        "dentry",
+        "--live",
+        "--live-max",
+        "1024",
+        "--interval",
+        "1",
+    ]);
+    let mut s = storm(N, &d.sub("loud"), "mt-slab-evict", &gofile);
+    go(&gofile);
+    finish(&mut s, N);
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = mt.stop();
+    let live = &lines.iter().find(|v| v["type"] == "slab_summary").unwrap()["live"];
+    assert_eq!(live["max"], 1024);
+    assert!(u(&live["inserts"]) >= N * 9 / 10, "{live}");
+    assert!(u(&live["entries"]) <= 1024, "{live}");
+    assert!(u(&live["evicted"]) >= N / 2, "{live}");
+    assert_eq!(
+        u(&live["inserts"]),
+        u(&live["hits"]) + u(&live["entries"]) + u(&live["evicted"]),
+        "{live}"
+    );
+}
+
 /// Runs a 30k storm under memtrace with MEMTRACE_SLAB_STRATEGY / MEMTRACE_SLAB_DIRS set and
 /// returns (lines, storm pid, dir).
 fn run_forced(env: &[(&str, &str)], args: &[&str], name: &str) -> (Vec<Value>, u32, String) {

@@ -161,7 +161,9 @@ fn vm_global_reclaim_frees_count_against_the_allocator() {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap()
         / 1024;
-    let mb = (avail_mb.saturating_sub(48)).to_string();
+    // More than is available: reclaim has to shrink the dcache (or the OOM killer takes
+    // the hog, which volunteers).
+    let mb = (avail_mb + 64).to_string();
     let mut hog = Stress::spawn(&["hog", "--mb", &mb, "--comm", "mt-vmslab-hog", "--adj", "1000"]);
     // Either it got its memory (and reclaim made room) or the OOM killer took it.
     let deadline = std::time::Instant::now() + Duration::from_secs(300);

@@ -208,20 +208,46 @@ fn prog_stats(pid: u32) -> Vec<(u64, u64, f64)> {
     out
 }
 
+/// A BPF program's name by id (BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD; root).
 fn prog_name(id: u64) -> String {
-    // bpftool is optional; the id is enough to tell programs apart.
-    Command::new("bpftool")
-        .args(["prog", "show", "id", &id.to_string()])
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .skip_while(|w| *w != "name")
-                .nth(1)
-                .map(String::from)
-        })
-        .unwrap_or_else(|| format!("prog {id}"))
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// Offset of `name` in struct bpf_prog_info (include/uapi/linux/bpf.h).
+    const NAME_OFF: usize = 64;
+    #[repr(C)]
+    struct ById {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let by_id = ById { id: id as u32, next_id: 0, open_flags: 0 };
+    // SAFETY: bpf(2) with a correctly sized attribute; the fd is closed below.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, &by_id, size_of::<ById>()) };
+    if fd < 0 {
+        return format!("prog {id}");
+    }
+    let mut info = [0u8; 256];
+    let attr =
+        InfoByFd { fd: fd as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, size_of::<InfoByFd>())
+    };
+    // SAFETY: our fd.
+    unsafe { libc::close(fd as i32) };
+    let name = &info[NAME_OFF..NAME_OFF + 16];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(16);
+    if rc < 0 || end == 0 {
+        return format!("prog {id}");
+    }
+    String::from_utf8_lossy(&name[..end]).into_owned()
 }
 
 pub fn run(opts: Options) -> Result<()> {

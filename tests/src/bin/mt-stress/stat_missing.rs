@@ -1,8 +1,9 @@
-//! `stat-missing --count N --dir D [--go-file F] [--via stat|statx|open|access] [--hold]`:
-//! stats N unique paths that do not exist in directory D (created if needed), so the
-//! kernel allocates one negative dentry per path. Prints `ready` when set up (after
-//! waiting for file F to exist, with --go-file), then `done <ENOENT count>` and exits
-//! (or sleeps until killed with --hold).
+//! `stat-missing --count N --dir D [--go-file F] [--via stat|statx|open|access] [--procs P]
+//! [--hold]`: stats N unique paths that do not exist in directory D (created if needed), so
+//! the kernel allocates one negative dentry per path. Prints `ready` when set up, waits for
+//! file F to exist (with --go-file), then prints `done <ENOENT count>` and exits (or sleeps
+//! until killed with --hold). With --procs P, P child processes one after the other each
+//! stat N paths (many processes: high cardinality), and the count is their total.
 
 use std::{ffi::CString, path::Path};
 
@@ -19,13 +20,47 @@ pub fn run(o: &Opts) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
+    let procs = o.num("procs", 0);
+    let enoent = if procs == 0 {
+        stat_paths(dir, &via, count)
+    } else {
+        let mut total = 0;
+        for _ in 0..procs {
+            // SAFETY: single-threaded here; the child only stats and exits.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let n = stat_paths(dir, &via, count);
+                    // SAFETY: ends the child without running the parent's atexit state.
+                    unsafe { libc::_exit(if n == count { 0 } else { 1 }) }
+                }
+                -1 => fail("fork failed"),
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                        total += count;
+                    }
+                }
+            }
+        }
+        total
+    };
+    say(&format!("done {enoent}"));
+    if o.flag("hold") {
+        park()
+    }
+}
+
+/// Stats `count` unique missing paths in `dir`; returns how many failed with ENOENT.
+fn stat_paths(dir: &str, via: &str, count: u64) -> u64 {
     let pid = std::process::id();
     let mut enoent = 0u64;
     for i in 0..count {
         let p = CString::new(format!("{dir}/mt-miss-{pid}-{i}")).expect("no NUL");
         // SAFETY: valid C string and out buffers.
         let rc = unsafe {
-            match via.as_str() {
+            match via {
                 "statx" => {
                     let mut sx: libc::statx = std::mem::zeroed();
                     libc::statx(libc::AT_FDCWD, p.as_ptr(), 0, libc::STATX_BASIC_STATS, &mut sx)
@@ -42,8 +77,5 @@ pub fn run(o: &Opts) {
             enoent += 1;
         }
     }
-    say(&format!("done {enoent}"));
-    if o.flag("hold") {
-        park()
-    }
+    enoent
 }

@@ -52,6 +52,14 @@ pub struct KernelLayout {
     pub kn_parent: u32,
     pub kn_id: u32,
 
+    // struct compact_control (reclaim family: direct compaction stalls). Optional: ABSENT
+    // here is a reclaim coverage gap, not a layout gap for the other families.
+    pub cc_direct_compaction: u32,
+    pub cc_order: u32,
+    pub cc_gfp_mask: u32,
+    /// task_struct.memcg_nr_pages_over_high (reclaim family, memory.high hook). Optional.
+    pub task_memcg_nr_pages_over_high: u32,
+
     // struct kmem_cache (slab family; ABSENT on allocators without it)
     pub kmem_cache_name: u32,
     pub kmem_cache_size: u32,
@@ -93,6 +101,10 @@ impl KernelLayout {
         kn_name: ABSENT,
         kn_parent: ABSENT,
         kn_id: ABSENT,
+        cc_direct_compaction: ABSENT,
+        cc_order: ABSENT,
+        cc_gfp_mask: ABSENT,
+        task_memcg_nr_pages_over_high: ABSENT,
         kmem_cache_name: ABSENT,
         kmem_cache_size: ABSENT,
         kmem_cache_object_size: ABSENT,

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod oom;
+pub mod reclaim;
 pub mod slab;
 pub mod stats;
 
@@ -46,12 +47,15 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    /// A reclaim stall at or above --min-latency (`reclaim::ReclaimStallEvent`).
+    ReclaimStall = 10,
 }
 
 impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::OomKill),
+            10 => Some(EventKind::ReclaimStall),
             _ => None,
         }
     }
@@ -59,6 +63,7 @@ impl EventKind {
     pub const fn family(self) -> Family {
         match self {
             EventKind::OomKill => Family::Oom,
+            EventKind::ReclaimStall => Family::Reclaim,
         }
     }
 }
@@ -101,6 +106,10 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
     unsafe impl aya::Pod for super::layout::KernelLayout {}
     unsafe impl aya::Pod for super::oom::OomConfig {}
+    unsafe impl aya::Pod for super::reclaim::ReclaimConfig {}
+    unsafe impl aya::Pod for super::reclaim::HistKey {}
+    unsafe impl aya::Pod for super::reclaim::Hist {}
+    unsafe impl aya::Pod for super::reclaim::KswapdNode {}
     unsafe impl aya::Pod for super::CgroupPath {}
     unsafe impl aya::Pod for super::slab::SlabConfig {}
     unsafe impl aya::Pod for super::slab::CacheInfo {}

@@ -122,3 +122,42 @@ pub fn mm_counter(mm: *const u8, idx: u32) -> Result<i64, i64> {
         .wrapping_add(get(&l.mm_rss_count));
     read::<i64>(mm, off)
 }
+
+/// kernfs node of a cgroup (`cgrp->kn`).
+#[inline(always)]
+pub fn cgroup_kn(cgrp: *const u8) -> Result<*const u8, i64> {
+    read_ptr(cgrp, get(&layout().cgroup_kn))
+}
+
+/// kernfs node id (`kn->id`): the inode number of the cgroup directory.
+#[inline(always)]
+pub fn kn_id(kn: *const u8) -> Result<u64, i64> {
+    read::<u64>(kn, get(&layout().kn_id))
+}
+
+/// True when kernfs node `kn` or one of its first 16 ancestors has id `id`.
+#[inline(always)]
+pub fn kn_under(mut kn: *const u8, id: u64) -> bool {
+    let l = layout();
+    let (id_off, parent_off) = (get(&l.kn_id), get(&l.kn_parent));
+    for _ in 0..16 {
+        if kn.is_null() {
+            return false;
+        }
+        if read::<u64>(kn, id_off) == Ok(id) {
+            return true;
+        }
+        match read_ptr(kn, parent_off) {
+            Ok(p) => kn = p,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// `task->group_leader->comm`: the process name.
+#[inline(always)]
+pub fn leader_comm(task: *const u8, out: &mut [u8; TASK_COMM_LEN]) -> Result<(), i64> {
+    let leader = read_ptr(task, get(&layout().task_group_leader))?;
+    task_comm(leader, out)
+}

@@ -6,6 +6,7 @@
 mod kernel;
 mod maps;
 mod oom;
+mod reclaim;
 mod slab;
 
 #[cfg(not(test))]

@@ -11,6 +11,9 @@ EXAMPLES:
     memtrace watch                      # every family, text, until Ctrl-C
     memtrace oom --json | jq .          # one JSON object per OOM kill
     memtrace oom -c /system.slice       # kills in or under a memory cgroup
+    memtrace reclaim 1                  # reclaim stalls: a table every second
+    memtrace reclaim -H -m 5 3          # 3 x 5 s, distributions in ms
+    memtrace reclaim --min-latency 10ms -c /system.slice --json
     memtrace slab                       # top caches by net growth, with who grows them
     memtrace slab --cache dentry --live # dentry growth per caller, frees matched to allocs
     memtrace watch --duration 60 --json > trace.jsonl
@@ -43,6 +46,10 @@ pub enum Command {
     Watch(TraceArgs),
     /// OOM kills: victim, its memory and score inputs, cgroup, and the task that triggered it.
     Oom(TraceArgs),
+    /// Reclaim stalls: how long tasks wait in direct, memcg and node reclaim, reclaim
+    /// throttling, direct compaction and memory.high, per process and cgroup (HDR
+    /// percentiles), with slow stalls listed and vmstat / PSI / watermark context.
+    Reclaim(ReclaimArgs),
     /// Slab growth: per cache allocations, frees and net growth, with the kernel call
     /// sites, processes and cgroups that grow them (dentry: negative dentries and directories).
     Slab(crate::slab::SlabArgs),
@@ -69,6 +76,75 @@ pub struct TraceArgs {
     /// hierarchy, e.g. /system.slice, or the full /sys/fs/cgroup/... path).
     #[arg(short = 'c', long, value_name = "PATH")]
     pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReclaimArgs {
+    #[command(flatten)]
+    pub common: TraceArgs,
+
+    /// Print a summary every INTERVAL seconds (else only at the end).
+    #[arg(value_name = "INTERVAL", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Stop after COUNT intervals.
+    #[arg(value_name = "COUNT", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Show the latency distribution of each kind as log2 bars.
+    #[arg(short = 'H', long)]
+    pub histogram: bool,
+
+    /// Milliseconds instead of microseconds in text output.
+    #[arg(short = 'm', long)]
+    pub milliseconds: bool,
+
+    /// List every stall at least this long (e.g. 500us, 1ms, 0.2s; a bare number is ms;
+    /// 0 lists all).
+    #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = parse_latency)]
+    pub min_latency: Duration,
+
+    /// Rows per table in text output.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub top: u32,
+}
+
+impl ReclaimArgs {
+    pub fn validate(&self) -> Result<(TraceConfig, crate::reclaim::Options), Error> {
+        if self.count.is_some() && self.interval.is_none() {
+            return Err(Error::Usage("COUNT needs an INTERVAL".into()));
+        }
+        let opts = crate::reclaim::Options {
+            histogram: self.histogram,
+            ms: self.milliseconds,
+            min_latency: self.min_latency,
+            top: self.top as usize,
+            interval: self.interval,
+            count: self.count,
+        };
+        Ok((self.common.validate()?, opts))
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive count")),
+    }
+}
+
+/// "1ms", "500us", "250ns", "0.5s", or a bare number of milliseconds.
+fn parse_latency(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(suf, sc)| t.strip_suffix(suf).map(|n| (n, *sc)))
+        .unwrap_or((t, 1e-3));
+    let v: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a time (e.g. 1ms, 500us)"))?;
+    if !v.is_finite() || v < 0.0 || v * scale > 3600.0 {
+        return Err(format!("`{s}`: the latency must be between 0 and 1 hour"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +235,38 @@ mod tests {
             &["oom", "--bogus"],
             &["frobnicate"],
             &[],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} accepted"));
+            assert_ne!(err.exit_code(), 0, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reclaim_arguments() {
+        let cli = parse(&["reclaim", "2.5", "3", "-H", "-m", "--min-latency", "500us", "--json"]).unwrap();
+        let Command::Reclaim(a) = cli.command else { panic!("not reclaim") };
+        assert_eq!(a.interval, Some(Duration::from_millis(2500)));
+        assert_eq!(a.count, Some(3));
+        assert!(a.histogram && a.milliseconds && a.common.json);
+        assert_eq!(a.min_latency, Duration::from_micros(500));
+        let (_, o) = a.validate().unwrap();
+        assert_eq!(o.interval, Some(Duration::from_millis(2500)));
+        let Command::Reclaim(d) = parse(&["reclaim"]).unwrap().command else { panic!() };
+        assert_eq!(d.min_latency, Duration::from_millis(1));
+        assert_eq!(d.interval, None);
+        for (arg, want) in [("2", 2_000_000), ("0", 0), ("250ns", 250), ("0.5s", 500_000_000), ("1.5ms", 1_500_000)] {
+            assert_eq!(parse_latency(arg).unwrap().as_nanos(), want, "{arg}");
+        }
+        for bad in [
+            &["reclaim", "0"][..],
+            &["reclaim", "-1"],
+            &["reclaim", "1", "0"],
+            &["reclaim", "1", "x"],
+            &["reclaim", "1", "2", "3"],
+            &["reclaim", "--min-latency", "fast"],
+            &["reclaim", "--min-latency", "-1ms"],
+            &["reclaim", "--min-latency", "2h"],
+            &["reclaim", "--top", "0"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} accepted"));
             assert_ne!(err.exit_code(), 0, "{bad:?}");

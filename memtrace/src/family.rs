@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, slab, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, reclaim, slab, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -39,17 +39,36 @@ pub trait FamilyAgent {
 #[derive(Debug, Clone, Default)]
 pub struct FamilyOptions {
     pub oom: oom::Options,
+    pub reclaim: reclaim::Options,
     pub slab: slab::Options,
 }
 
 /// Every family's globals for this session.
 pub fn globals(kernel: &Kernel, families: &[Family], cfg: &TraceConfig) -> Vec<Global> {
+    globals_with(kernel, families, cfg, &FamilyOptions::default())
+}
+
+/// Every family's globals for this session, with the families' own options.
+pub fn globals_with(
+    kernel: &Kernel,
+    families: &[Family],
+    cfg: &TraceConfig,
+    opts: &FamilyOptions,
+) -> Vec<Global> {
     let mut g = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     // Globals exist in the object whether or not the family is traced.
     g.extend(oom::globals(kernel, cfg));
+    g.extend(reclaim::globals(kernel, cfg, &opts.reclaim));
     g.extend(slab::globals(kernel, cfg));
     let _ = families;
     g
+}
+
+/// max_entries of maps sized per session (set on the loader before load).
+pub fn map_sizes(families: &[Family]) -> Vec<(&'static str, u32)> {
+    let mut v = reclaim::map_sizes(families.contains(&Family::Reclaim));
+    v.extend(slab::map_sizes());
+    v
 }
 
 /// Agents for the traced families; takes their maps out of the loaded object.
@@ -64,16 +83,14 @@ pub fn agents(
     for f in families {
         match f {
             Family::Oom => v.push(Box::new(oom::Agent::new(cfg.clone(), opts.oom.clone()))),
+            Family::Reclaim => {
+                v.push(Box::new(reclaim::Agent::new(ebpf, cfg.clone(), opts.reclaim.clone())?))
+            }
             Family::Slab => {
                 v.push(Box::new(slab::Agent::new(ebpf, cfg.clone(), opts.slab.clone())?))
             }
-            Family::Reclaim | Family::Shmem => {}
+            Family::Shmem => {}
         }
     }
     Ok(v)
-}
-
-/// Map sizes chosen at load time (`EbpfLoader::set_max_entries`).
-pub fn map_sizes() -> Vec<(&'static str, u32)> {
-    slab::map_sizes()
 }

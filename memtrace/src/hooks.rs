@@ -113,7 +113,7 @@ fn layout_complete(k: &Kernel) -> Result<(), String> {
 }
 
 pub fn table() -> Vec<Hook> {
-    let mut t = vec![Hook {
+    vec![Hook {
         family: Family::Oom,
         name: "oom:mark_victim",
         candidates: vec![
@@ -146,9 +146,11 @@ pub fn table() -> Vec<Hook> {
                 check: |k| classic_tp(k, "oom", "mark_victim", &["pid"]),
             },
         ],
-    }];
-    t.extend(slab_hooks());
-    t
+    }]
+    .into_iter()
+    .chain(reclaim_hooks())
+    .chain(slab_hooks())
+    .collect()
 }
 
 /// The hooks of the given families.
@@ -160,6 +162,175 @@ pub fn for_families(families: &[Family]) -> Vec<Hook> {
 pub fn implemented() -> Vec<Family> {
     let t = table();
     Family::ALL.into_iter().filter(|f| t.iter().any(|h| h.family == *f)).collect()
+}
+
+/// The BTF tracepoint exists and its arguments start with the given types.
+fn btf_tp_args(k: &Kernel, tp: &str, types: &[&str]) -> Result<(), String> {
+    let Some(args) = k.btf.tracepoint_args(tp) else {
+        return Err(format!("no btf_trace_{tp} in BTF"));
+    };
+    for (i, want) in types.iter().enumerate() {
+        match args.get(i) {
+            Some((_, t)) if t == want => {}
+            Some((_, t)) => return Err(format!("{tp} argument {i} is `{t}`, not `{want}`")),
+            None => return Err(format!("{tp} has {} arguments, not {}", args.len(), types.len())),
+        }
+    }
+    Ok(())
+}
+
+/// A vmscan tracepoint hook of the reclaim family: tp_btf, raw_tp, classic tracepoint.
+macro_rules! reclaim_tp {
+    ($name:literal, $tp:literal, $prefix:literal, [$($arg:literal),*], [$($field:literal),*]) => {
+        Hook {
+            family: Family::Reclaim,
+            name: $name,
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: concat!($prefix, "_btf"),
+                    target: $tp,
+                    limits: "",
+                    check: |k| btf_tp_args(k, $tp, &[$($arg),*]),
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: concat!($prefix, "_raw"),
+                    target: $tp,
+                    limits: "",
+                    check: |k| btf_tp_args(k, $tp, &[$($arg),*]),
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: concat!($prefix, "_tp"),
+                    target: concat!("vmscan:", $tp),
+                    limits: "",
+                    check: |k| classic_tp(k, "vmscan", $tp, &[$($field),*]),
+                },
+            ],
+        }
+    };
+}
+
+/// Direct compaction (compact_zone runs with cc->direct_compaction): tp_btf or raw_tp
+/// only, the classic record does not say whether the run is direct.
+macro_rules! reclaim_compaction {
+    ($name:literal, $tp:literal, $prefix:literal) => {
+        Hook {
+            family: Family::Reclaim,
+            name: $name,
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: concat!($prefix, "_btf"),
+                    target: $tp,
+                    limits: "",
+                    check: |k| {
+                        btf_tp_args(k, $tp, &["struct compact_control *"])?;
+                        compaction_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: concat!($prefix, "_raw"),
+                    target: $tp,
+                    limits: "",
+                    check: |k| {
+                        btf_tp_args(k, $tp, &["struct compact_control *"])?;
+                        compaction_layout(k)
+                    },
+                },
+            ],
+        }
+    };
+}
+
+fn compaction_layout(k: &Kernel) -> Result<(), String> {
+    let l = &k.layout.layout;
+    if l.cc_direct_compaction == memtrace_common::layout::ABSENT {
+        Err("struct compact_control has no direct_compaction member".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The reclaim family's hooks. Stalls: direct, memcg, soft-limit and node reclaim
+/// (begin/end pairs), reclaim throttling, direct compaction, memory.high enforcement
+/// (kprobe only). Context: kswapd wake/sleep.
+fn reclaim_hooks() -> Vec<Hook> {
+    vec![
+        reclaim_tp!(
+            "vmscan:direct_begin",
+            "mm_vmscan_direct_reclaim_begin", "rc_direct_b", ["int", "gfp_t"], ["order", "gfp_flags"]),
+        reclaim_tp!(
+            "vmscan:direct_end",
+            "mm_vmscan_direct_reclaim_end", "rc_direct_e", ["long unsigned int"], ["nr_reclaimed"]),
+        reclaim_tp!(
+            "vmscan:memcg_begin",
+            "mm_vmscan_memcg_reclaim_begin", "rc_memcg_b", ["int", "gfp_t"], ["order", "gfp_flags"]),
+        reclaim_tp!(
+            "vmscan:memcg_end",
+            "mm_vmscan_memcg_reclaim_end", "rc_memcg_e", ["long unsigned int"], ["nr_reclaimed"]),
+        reclaim_tp!(
+            "vmscan:softlimit_begin",
+            "mm_vmscan_memcg_softlimit_reclaim_begin",
+            "rc_soft_b",
+            ["int", "gfp_t"],
+            ["order", "gfp_flags"]
+        ),
+        reclaim_tp!(
+            "vmscan:softlimit_end",
+            "mm_vmscan_memcg_softlimit_reclaim_end",
+            "rc_soft_e",
+            ["long unsigned int"],
+            ["nr_reclaimed"]
+        ),
+        reclaim_tp!(
+            "vmscan:node_begin",
+            "mm_vmscan_node_reclaim_begin", "rc_node_b", ["int", "int", "gfp_t"], ["nid", "order", "gfp_flags"]),
+        reclaim_tp!(
+            "vmscan:node_end",
+            "mm_vmscan_node_reclaim_end", "rc_node_e", ["long unsigned int"], ["nr_reclaimed"]),
+        reclaim_tp!(
+            "vmscan:throttled",
+            "mm_vmscan_throttled", "rc_throttle", ["int", "int", "int", "int"], ["usec_delayed", "reason"]),
+        reclaim_tp!(
+            "vmscan:kswapd_wake",
+            "mm_vmscan_kswapd_wake", "rc_kswapd_w", ["int"], ["nid"]),
+        reclaim_tp!(
+            "vmscan:kswapd_sleep",
+            "mm_vmscan_kswapd_sleep", "rc_kswapd_s", ["int"], ["nid"]),
+        reclaim_compaction!("compaction:begin", "mm_compaction_begin", "rc_cmpct_b"),
+        reclaim_compaction!("compaction:end", "mm_compaction_end", "rc_cmpct_e"),
+        Hook {
+            family: Family::Reclaim,
+            name: "memcg:over_high",
+            candidates: vec![Candidate {
+                strategy: Strategy::Kprobe,
+                program: "rc_high_enter",
+                target: "mem_cgroup_handle_over_high",
+                limits: "",
+                check: |k| {
+                    kprobe_target(k, "mem_cgroup_handle_over_high")?;
+                    if k.layout.layout.task_memcg_nr_pages_over_high == memtrace_common::layout::ABSENT {
+                        return Err("task_struct has no memcg_nr_pages_over_high".into());
+                    }
+                    Ok(())
+                },
+            }],
+        },
+        Hook {
+            family: Family::Reclaim,
+            name: "memcg:over_high_return",
+            candidates: vec![Candidate {
+                strategy: Strategy::Kretprobe,
+                program: "rc_high_exit",
+                target: "mem_cgroup_handle_over_high",
+                limits: "",
+                check: |k| kprobe_target(k, "mem_cgroup_handle_over_high"),
+            }],
+        },
+    ]
 }
 
 /// Argument `index` of the BTF tracepoint (after the hidden `void *`) has type `ty`.

@@ -101,24 +101,31 @@ pub fn resolve(btf: &Btf) -> Resolved {
     // Renamed to __parent (RCU-protected) in 6.15.
     l.kn_parent = r.off("kernfs_node", &["__parent", "parent"]);
     l.kn_id = r.off("kernfs_node", &["id"]);
+    // Optional (reclaim's direct compaction hook checks them itself): not in `missing`.
+    let opt = |m: &str| btf.offset_of("compact_control", m).map_or(ABSENT, |(o, _)| o);
+    l.cc_direct_compaction = opt("direct_compaction");
+    l.cc_order = opt("order");
+    l.cc_gfp_mask = opt("gfp_mask");
+    l.task_memcg_nr_pages_over_high =
+        btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
     // Slab family: optional (SLOB kernels have no struct kmem_cache members in BTF); the
     // slab hooks check them, so they are not layout gaps for the other families.
-    let opt = |s: &str, m: &str| btf.offset_of(s, m).map_or(ABSENT, |(o, _)| o);
-    l.kmem_cache_name = opt("kmem_cache", "name");
-    l.kmem_cache_size = opt("kmem_cache", "size");
-    l.kmem_cache_object_size = opt("kmem_cache", "object_size");
+    let member = |s: &str, m: &str| btf.offset_of(s, m).map_or(ABSENT, |(o, _)| o);
+    l.kmem_cache_name = member("kmem_cache", "name");
+    l.kmem_cache_size = member("kmem_cache", "size");
+    l.kmem_cache_object_size = member("kmem_cache", "object_size");
     // Slab family: where a syscall's number and arguments are saved (arch specific).
     #[cfg(target_arch = "x86_64")]
     {
-        l.pt_regs_syscall_nr = opt("pt_regs", "orig_ax");
+        l.pt_regs_syscall_nr = member("pt_regs", "orig_ax");
         for (i, r) in ["di", "si", "dx", "r10", "r8", "r9"].iter().enumerate() {
-            l.pt_regs_args[i] = opt("pt_regs", r);
+            l.pt_regs_args[i] = member("pt_regs", r);
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
-        l.pt_regs_syscall_nr = opt("pt_regs", "syscallno");
-        let regs = opt("pt_regs", "regs");
+        l.pt_regs_syscall_nr = member("pt_regs", "syscallno");
+        let regs = member("pt_regs", "regs");
         if regs != ABSENT {
             for (i, a) in l.pt_regs_args.iter_mut().enumerate() {
                 *a = regs + 8 * i as u32;

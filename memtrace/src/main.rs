@@ -12,6 +12,10 @@ mod layout;
 mod oom;
 mod output;
 mod probes;
+mod reclaim;
+mod reclaim_context;
+mod reclaim_gfp;
+mod reclaim_hist;
 mod run;
 mod slab;
 mod system;
@@ -65,6 +69,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             interval: None,
             count: None,
         },
+        Command::Reclaim(a) => {
+            let (cfg, reclaim) = a.validate()?;
+            run::Session {
+                families: vec![Family::Reclaim],
+                cfg,
+                interval: reclaim.interval,
+                count: a.count,
+                opts: family::FamilyOptions { reclaim, ..Default::default() },
+            }
+        }
         Command::Slab(a) => {
             let (cfg, o) = a.validate()?;
             slab::configure(o.clone());

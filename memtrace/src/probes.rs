@@ -70,11 +70,11 @@ pub fn load_and_attach(
 ) -> Result<Probes, Error> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&kernel.aya_btf));
-    for (name, size) in crate::family::map_sizes() {
-        loader.map_max_entries(name, size);
-    }
     for g in globals {
         loader.override_global(g.name, g.bytes.as_slice(), true);
+    }
+    for (name, n) in crate::family::map_sizes(families) {
+        loader.map_max_entries(name, n);
     }
     let mut ebpf =
         loader.load(BPF_OBJECT).map_err(|e| Error::bpf("loading memtrace's BPF object", e))?;

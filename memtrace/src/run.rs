@@ -73,7 +73,7 @@ pub struct Session {
 
 pub async fn trace(kernel: Kernel, session: Session) -> Result<(), Error> {
     let Session { families, cfg, opts, interval, count } = session;
-    let globals = family::globals(&kernel, &families, &cfg);
+    let globals = family::globals_with(&kernel, &families, &cfg, &opts);
     let mut probes = probes::load_and_attach(&kernel, &families, &globals)?;
     if probes.attached().next().is_none() {
         let why: Vec<String> = probes

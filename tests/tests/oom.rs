@@ -45,8 +45,9 @@ fn memcg_oom_reports_victim_trigger_and_cgroup() {
     );
     assert!(kb(&v["total_vm_kb"]) >= touched_kb);
     assert!(kb(&v["pgtables_kb"]) > 0);
-    assert!(kb(&v["rss_file_kb"]) > 0, "the binary's own text is file-backed");
-    assert_eq!(kb(&v["rss_shmem_kb"]), 0);
+    // The binary's own text: file-backed, or shmem when it runs from an initramfs (VM).
+    assert!(kb(&v["rss_file_kb"]) + kb(&v["rss_shmem_kb"]) > 0, "{v}");
+    assert!(kb(&v["rss_shmem_kb"]) < touched_kb / 10, "the hog maps no shmem");
     assert_eq!(kb(&v["swap_kb"]), 0);
 
     let t = &kill["trigger"];
@@ -72,7 +73,7 @@ fn filters_select_kills() {
     let cg = MemCgroup::new("filter", 64 * MIB);
     let mut by_cgroup = Memtrace::start(&["oom", "--json", "--cgroup", cg.dir_str()]);
     let me = std::process::id().to_string();
-    let mut by_pid = Memtrace::start(&["oom", "--json", "-p", &me]);
+    let by_pid = Memtrace::start(&["oom", "--json", "-p", &me]);
 
     let mut hog =
         Stress::spawn(&["hog", "--mb", "256", "--comm", "mt-oom-self", "--cgroup", cg.dir_str()]);

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
+mod bench_reclaim;
 mod bench_slab;
 mod setup;
 mod test;
@@ -32,15 +33,17 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.
     VmTest(vm::Options),
-    /// Benchmarks (root, real kernel): `cargo xtask bench slab`.
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim|slab`.
     Bench {
         #[command(subcommand)]
-        which: Bench,
+        family: Bench,
     },
 }
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Kernel cost per reclaim stall (bpf_stats) and agent CPU under a memcg reclaim storm.
+    Reclaim(bench_reclaim::Options),
     /// stat() of a missing path without tracing, under memtrace slab and under bpftrace.
     Slab(bench_slab::Options),
 }
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
-        Cmd::Bench { which: Bench::Slab(opts) } => bench_slab::run(opts),
+        Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
+        Cmd::Bench { family: Bench::Slab(opts) } => bench_slab::run(opts),
     }
 }

@@ -5,22 +5,28 @@
 //!
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
+//!   pagecache --path F --mb N [--read] [--passes K] [--loop] [--exit]   buffered file writes
+//!   lazyfree --mb N                     N MiB of MADV_FREE memory (reclaimable without swap)
 //!   stat-missing --count N --dir D      stat N unique missing paths in D (negative dentries)
 
 mod common;
 mod hog;
+mod lazyfree;
+mod pagecache;
 mod stat_missing;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((workload, rest)) = args.split_first() else {
-        eprintln!("usage: mt-stress <hog|stat-missing> [options]");
+        eprintln!("usage: mt-stress <hog|pagecache|lazyfree|stat-missing> [options]");
         std::process::exit(2);
     };
     let opts = common::Opts::parse(rest);
     opts.apply();
     match workload.as_str() {
         "hog" => hog::run(&opts),
+        "pagecache" => pagecache::run(&opts),
+        "lazyfree" => lazyfree::run(&opts),
         "stat-missing" => stat_missing::run(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");

@@ -111,6 +111,16 @@ pub struct KernelLayout {
     pub dentry_name: u32,
     // struct mem_cgroup: css.cgroup
     pub memcg_css_cgroup: u32,
+
+    // struct kmem_cache (slab family; ABSENT on allocators without it)
+    pub kmem_cache_name: u32,
+    pub kmem_cache_size: u32,
+    pub kmem_cache_object_size: u32,
+
+    // struct pt_regs (slab family: the running syscall's number and arguments, read at a
+    // dentry allocation; arch specific, ABSENT where unknown)
+    pub pt_regs_syscall_nr: u32,
+    pub pt_regs_args: [u32; 6],
 }
 
 impl KernelLayout {
@@ -185,5 +195,10 @@ impl KernelLayout {
         dentry_alias: ABSENT,
         dentry_name: ABSENT,
         memcg_css_cgroup: ABSENT,
+        kmem_cache_name: ABSENT,
+        kmem_cache_size: ABSENT,
+        kmem_cache_object_size: ABSENT,
+        pt_regs_syscall_nr: ABSENT,
+        pt_regs_args: [ABSENT; 6],
     };
 }

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod oom;
 pub mod reclaim;
 pub mod shmem;
+pub mod slab;
 pub mod stats;
 
 /// Length of `task_struct::comm`.
@@ -131,4 +132,15 @@ mod pod {
     unsafe impl aya::Pod for super::shmem::TaskStats {}
     unsafe impl aya::Pod for super::shmem::DevStats {}
     unsafe impl aya::Pod for super::shmem::CpuRuns {}
+    unsafe impl aya::Pod for super::CgroupPath {}
+    unsafe impl aya::Pod for super::slab::SlabConfig {}
+    unsafe impl aya::Pod for super::slab::CacheInfo {}
+    unsafe impl aya::Pod for super::slab::CacheCounters {}
+    unsafe impl aya::Pod for super::slab::CallerKey {}
+    unsafe impl aya::Pod for super::slab::CallerCounts {}
+    unsafe impl aya::Pod for super::slab::PathArg {}
+    unsafe impl aya::Pod for super::slab::DirKey {}
+    unsafe impl aya::Pod for super::slab::FilterState {}
+    unsafe impl aya::Pod for super::slab::CacheSlot {}
+    unsafe impl aya::Pod for super::slab::CallerSlot {}
 }

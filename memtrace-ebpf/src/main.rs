@@ -10,6 +10,7 @@ mod maps;
 mod oom;
 mod reclaim;
 mod shmem;
+mod slab;
 
 #[cfg(not(test))]
 #[panic_handler]

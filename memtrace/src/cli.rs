@@ -14,6 +14,8 @@ EXAMPLES:
     memtrace reclaim 1                  # reclaim stalls: a table every second
     memtrace reclaim -H -m 5 3          # 3 x 5 s, distributions in ms
     memtrace reclaim --min-latency 10ms -c /system.slice --json
+    memtrace slab                       # top caches by net growth, with who grows them
+    memtrace slab --cache dentry --live # dentry growth per caller, frees matched to allocs
     memtrace watch --duration 60 --json > trace.jsonl
     memtrace shmem 10                   # shmem/tmpfs: live bytes per mount, file, writer
     memtrace shmem --json --interval 5 --top 50 | jq 'select(.type == \"shmem_mount\")'
@@ -55,6 +57,9 @@ pub enum Command {
     /// shared anonymous memory), who allocated them (even if gone), and how /proc/meminfo
     /// Shmem and `df` reconcile with that. Reports every INTERVAL seconds and at the end.
     Shmem(ShmemArgs),
+    /// Slab growth: per cache allocations, frees and net growth, with the kernel call
+    /// sites, processes and cgroups that grow them (dentry: negative dentries and directories).
+    Slab(crate::slab::SlabArgs),
     /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
     /// chosen strategy or the gap and why.
     Doctor(DoctorArgs),

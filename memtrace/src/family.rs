@@ -6,7 +6,7 @@
 use aya::Ebpf;
 use memtrace_common::{EventKind, Family};
 
-use crate::{cli::TraceConfig, error::Error, oom, reclaim, shmem, system::Kernel};
+use crate::{cli::TraceConfig, error::Error, oom, reclaim, shmem, slab, system::Kernel};
 
 /// A BPF global (a `static` in the BPF object) and its value.
 pub struct Global {
@@ -44,6 +44,7 @@ pub struct FamilyOptions {
     pub oom: oom::Options,
     pub reclaim: reclaim::Options,
     pub shmem: shmem::Options,
+    pub slab: slab::Options,
 }
 
 /// Every family's globals for this session.
@@ -63,6 +64,7 @@ pub fn globals_with(
     g.extend(oom::globals(kernel, cfg));
     g.extend(reclaim::globals(kernel, cfg, &opts.reclaim));
     g.extend(shmem::globals(kernel));
+    g.extend(slab::globals(kernel, cfg));
     let _ = families;
     g
 }
@@ -71,6 +73,7 @@ pub fn globals_with(
 pub fn map_sizes(families: &[Family]) -> Vec<(&'static str, u32)> {
     let mut v = reclaim::map_sizes(families.contains(&Family::Reclaim));
     v.extend(shmem::map_sizes(families.contains(&Family::Shmem)));
+    v.extend(slab::map_sizes());
     v
 }
 
@@ -91,7 +94,9 @@ pub fn agents(
             Family::Shmem => {
                 v.push(Box::new(shmem::Agent::new(ebpf, cfg.clone(), opts.shmem.clone())?))
             }
-            Family::Slab => {}
+            Family::Slab => {
+                v.push(Box::new(slab::Agent::new(ebpf, cfg.clone(), opts.slab.clone())?))
+            }
         }
     }
     Ok(v)

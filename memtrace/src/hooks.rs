@@ -554,6 +554,7 @@ fn table_base() -> Vec<Hook> {
     }]
     .into_iter()
     .chain(reclaim_hooks())
+    .chain(slab_hooks())
     .collect()
 }
 
@@ -735,4 +736,171 @@ fn reclaim_hooks() -> Vec<Hook> {
             }],
         },
     ]
+}
+
+/// Argument `index` of the BTF tracepoint (after the hidden `void *`) has type `ty`.
+fn btf_tp_arg(k: &Kernel, tp: &str, index: usize, ty: &str) -> Result<(), String> {
+    let args = k.btf.tracepoint_args(tp).ok_or_else(|| format!("no btf_trace_{tp} in BTF"))?;
+    match args.get(index) {
+        Some((_, t)) if t == ty => Ok(()),
+        Some((_, t)) => Err(format!("{tp} argument {index} is `{t}`, not `{ty}`")),
+        None => Err(format!("{tp} has no argument {index}")),
+    }
+}
+
+/// kmem_cache members the slab programs read by pointer.
+fn slab_layout(k: &Kernel) -> Result<(), String> {
+    let l = &k.layout.layout;
+    if [l.kmem_cache_name, l.kmem_cache_size, l.kmem_cache_object_size]
+        .contains(&memtrace_common::layout::ABSENT)
+    {
+        return Err("struct kmem_cache has no name/size/object_size in BTF (not SLUB?)".into());
+    }
+    Ok(())
+}
+
+/// Slab family. kmem_cache_alloc/free pass `struct kmem_cache *` as argument 2 since 6.1
+/// (5.x passed sizes and, for free, the name string). The classic kmem_cache_free record has
+/// the cache name since 5.12; the classic kmem_cache_alloc record has it on 6.18 but not on
+/// 6.1/6.12. Path syscalls give the directories of dentry allocations.
+fn slab_hooks() -> Vec<Hook> {
+    use crate::slab::strategy_allowed as allowed;
+    let mut v = vec![
+        Hook {
+            family: Family::Slab,
+            name: "kmem:kmem_cache_alloc",
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: "slab_alloc_btf",
+                    target: "kmem_cache_alloc",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::TpBtf)?;
+                        btf_tp_arg(k, "kmem_cache_alloc", 2, "struct kmem_cache *")?;
+                        slab_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: "slab_alloc_raw",
+                    target: "kmem_cache_alloc",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::RawTracepoint)?;
+                        btf_tp_arg(k, "kmem_cache_alloc", 2, "struct kmem_cache *")?;
+                        slab_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "slab_alloc_tp",
+                    target: "kmem:kmem_cache_alloc",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::Tracepoint)?;
+                        crate::slab::classic_alloc_has_name(k)?;
+                        classic_tp(k, "kmem", "kmem_cache_alloc", &["call_site", "ptr", "name"])
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "slab_alloc_tp",
+                    target: "kmem:kmem_cache_alloc",
+                    limits: "this kernel's kmem_cache_alloc record names no cache: allocations \
+                             are grouped by object size (size-N), --cache cannot select them \
+                             and net growth per cache is unavailable",
+                    check: |k| {
+                        allowed(Strategy::Tracepoint)?;
+                        classic_tp(k, "kmem", "kmem_cache_alloc", &["call_site", "ptr", "bytes_alloc"])
+                    },
+                },
+            ],
+        },
+        Hook {
+            family: Family::Slab,
+            name: "kmem:kmem_cache_free",
+            candidates: vec![
+                Candidate {
+                    strategy: Strategy::TpBtf,
+                    program: "slab_free_btf",
+                    target: "kmem_cache_free",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::TpBtf)?;
+                        btf_tp_arg(k, "kmem_cache_free", 2, "struct kmem_cache *")?;
+                        slab_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::RawTracepoint,
+                    program: "slab_free_raw",
+                    target: "kmem_cache_free",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::RawTracepoint)?;
+                        btf_tp_arg(k, "kmem_cache_free", 2, "struct kmem_cache *")?;
+                        slab_layout(k)
+                    },
+                },
+                Candidate {
+                    strategy: Strategy::Tracepoint,
+                    program: "slab_free_tp",
+                    target: "kmem:kmem_cache_free",
+                    limits: "",
+                    check: |k| {
+                        allowed(Strategy::Tracepoint)?;
+                        classic_tp(k, "kmem", "kmem_cache_free", &["call_site", "ptr", "name"])
+                    },
+                },
+            ],
+        },
+    ];
+    // Only where the path cannot be read from the syscall's registers at the allocation.
+    if !crate::slab::dirs_via_syscall_hooks() {
+        return v;
+    }
+    for (hook, program, sys) in SLAB_PATH_HOOKS {
+        v.push(Hook {
+            family: Family::Slab,
+            name: hook,
+            candidates: vec![Candidate {
+                strategy: Strategy::Tracepoint,
+                program,
+                target: hook,
+                limits: "",
+                check: match sys {
+                    "newfstatat" => |k| slab_path_check(k, "newfstatat"),
+                    "statx" => |k| slab_path_check(k, "statx"),
+                    "openat" => |k| slab_path_check(k, "openat"),
+                    "openat2" => |k| slab_path_check(k, "openat2"),
+                    "faccessat" => |k| slab_path_check(k, "faccessat"),
+                    "faccessat2" => |k| slab_path_check(k, "faccessat2"),
+                    "access" => |k| slab_path_check(k, "access"),
+                    "newstat" => |k| slab_path_check(k, "newstat"),
+                    "newlstat" => |k| slab_path_check(k, "newlstat"),
+                    _ => |k| slab_path_check(k, "open"),
+                },
+            }],
+        });
+    }
+    v
+}
+
+/// Path syscalls joined with dentry allocations: (hook, program, syscall).
+const SLAB_PATH_HOOKS: [(&str, &str, &str); memtrace_common::slab::NSYS] = [
+    ("syscalls:sys_enter_newfstatat", "slab_path_newfstatat", "newfstatat"),
+    ("syscalls:sys_enter_statx", "slab_path_statx", "statx"),
+    ("syscalls:sys_enter_openat", "slab_path_openat", "openat"),
+    ("syscalls:sys_enter_openat2", "slab_path_openat2", "openat2"),
+    ("syscalls:sys_enter_faccessat", "slab_path_faccessat", "faccessat"),
+    ("syscalls:sys_enter_faccessat2", "slab_path_faccessat2", "faccessat2"),
+    ("syscalls:sys_enter_access", "slab_path_access", "access"),
+    ("syscalls:sys_enter_newstat", "slab_path_newstat", "newstat"),
+    ("syscalls:sys_enter_newlstat", "slab_path_newlstat", "newlstat"),
+    ("syscalls:sys_enter_open", "slab_path_open", "open"),
+];
+
+fn slab_path_check(k: &Kernel, sys: &str) -> Result<(), String> {
+    classic_tp(k, "syscalls", &format!("sys_enter_{sys}"), &["filename"])
 }

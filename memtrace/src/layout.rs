@@ -148,6 +148,30 @@ pub fn resolve(btf: &Btf) -> Resolved {
     l.cc_gfp_mask = opt("gfp_mask");
     l.task_memcg_nr_pages_over_high =
         btf.offset_of("task_struct", "memcg_nr_pages_over_high").map_or(ABSENT, |(o, _)| o);
+    // Slab family: optional (SLOB kernels have no struct kmem_cache members in BTF); the
+    // slab hooks check them, so they are not layout gaps for the other families.
+    let member = |s: &str, m: &str| btf.offset_of(s, m).map_or(ABSENT, |(o, _)| o);
+    l.kmem_cache_name = member("kmem_cache", "name");
+    l.kmem_cache_size = member("kmem_cache", "size");
+    l.kmem_cache_object_size = member("kmem_cache", "object_size");
+    // Slab family: where a syscall's number and arguments are saved (arch specific).
+    #[cfg(target_arch = "x86_64")]
+    {
+        l.pt_regs_syscall_nr = member("pt_regs", "orig_ax");
+        for (i, r) in ["di", "si", "dx", "r10", "r8", "r9"].iter().enumerate() {
+            l.pt_regs_args[i] = member("pt_regs", r);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        l.pt_regs_syscall_nr = member("pt_regs", "syscallno");
+        let regs = member("pt_regs", "regs");
+        if regs != ABSENT {
+            for (i, a) in l.pt_regs_args.iter_mut().enumerate() {
+                *a = regs + 8 * i as u32;
+            }
+        }
+    }
     l.valid = 1;
     let shmem_missing = resolve_shmem(btf, &mut l);
     Resolved { layout: l, missing: r.missing, optional_missing: r.optional_missing, shmem_missing }
@@ -225,6 +249,17 @@ mod tests {
         assert_eq!((l.oc_zonelist, l.oc_memcg), (0, 16));
         assert!(l.oc_chosen > l.oc_totalpages && l.oc_chosen_points > l.oc_chosen);
         assert_eq!(l.memcg_css, 0, "mem_cgroup starts with its css");
+        // SLUB: object_size follows size (include/linux/slub_def.h, slab.h on 6.8+); name
+        // is a pointer.
+        assert_eq!(l.kmem_cache_object_size, l.kmem_cache_size + 4);
+        assert_eq!(l.kmem_cache_name % 8, 0);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // struct pt_regs: ..., si, di, orig_ax (arch/x86/include/asm/ptrace.h).
+            assert_eq!(l.pt_regs_args[0], l.pt_regs_args[1] + 8, "di follows si");
+            assert_eq!(l.pt_regs_syscall_nr, l.pt_regs_args[0] + 8, "orig_ax follows di");
+            assert!(l.pt_regs_args.iter().all(|&a| a != ABSENT));
+        }
     }
 
     /// The shmem chain folio -> mapping -> inode -> superblock resolves, with the facts

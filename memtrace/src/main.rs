@@ -22,6 +22,7 @@ mod run;
 mod shmem;
 mod shmem_model;
 mod shmem_sys;
+mod slab;
 mod system;
 mod tracefs;
 
@@ -98,6 +99,17 @@ fn run(cli: Cli) -> Result<(), Error> {
                 interval: reclaim.interval,
                 count: a.count,
                 opts: family::FamilyOptions { reclaim, ..Default::default() },
+            }
+        }
+        Command::Slab(a) => {
+            let (cfg, o) = a.validate()?;
+            slab::configure(o.clone());
+            run::Session {
+                families: vec![Family::Slab],
+                cfg,
+                interval: Some(o.interval),
+                count: o.count,
+                opts: family::FamilyOptions { slab: o, ..Default::default() },
             }
         }
     };

@@ -114,6 +114,11 @@ impl Memtrace {
         m
     }
 
+    /// The memtrace process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a line matching `pred` arrives; returns it.
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {

@@ -4,6 +4,7 @@
 mod bench_oom;
 mod bench_reclaim;
 mod bench_shmem;
+mod bench_slab;
 mod setup;
 mod test;
 mod util;
@@ -34,7 +35,7 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.
     VmTest(vm::Options),
-    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim`, `cargo xtask bench oom`.
+    /// Benchmarks (root, real kernel): `cargo xtask bench reclaim|oom|shmem|slab`.
     Bench {
         #[command(subcommand)]
         family: Bench,
@@ -51,6 +52,8 @@ enum Bench {
     /// The oom family: the victim-exit filter on every process exit, and each OOM
     /// decision's stack scan and candidate walk.
     Oom(bench_oom::Options),
+    /// stat() of a missing path without tracing, under memtrace slab and under bpftrace.
+    Slab(bench_slab::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
         Cmd::Bench { family: Bench::Shmem(opts) } => bench_shmem::run(opts),
         Cmd::Bench { family: Bench::Oom(opts) } => bench_oom::run(opts),
+        Cmd::Bench { family: Bench::Slab(opts) } => bench_slab::run(opts),
     }
 }

@@ -13,17 +13,19 @@
 //!   shm-write --name S --mb N [--hold]   touch N MiB of /dev/shm/S through a mapping, exit
 //!   sysv-write --mb N [--hold]           touch N MiB of a SysV segment, detach, exit
 //!   shared-anon --mb N [--exit]          touch N MiB of shared anonymous memory, hold it
+//!   stat-missing --count N --dir D      stat N unique missing paths in D (negative dentries)
 
 mod common;
 mod hog;
 mod lazyfree;
 mod pagecache;
 mod shmem;
+mod stat_missing;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((workload, rest)) = args.split_first() else {
-        eprintln!("usage: mt-stress <hog> [options]");
+        eprintln!("usage: mt-stress <hog|pagecache|lazyfree|stat-missing> [options]");
         std::process::exit(2);
     };
     let opts = common::Opts::parse(rest);
@@ -37,6 +39,7 @@ fn main() {
         "shm-write" => shmem::shm_write(&opts),
         "sysv-write" => shmem::sysv_write(&opts),
         "shared-anon" => shmem::shared_anon(&opts),
+        "stat-missing" => stat_missing::run(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");
             std::process::exit(2);

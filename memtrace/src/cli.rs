@@ -75,7 +75,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Only events of this process (victim or trigger, by pid or tgid).
+    /// Only events of this process (by pid or tgid; for OOM kills: the victim or the trigger).
     #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid)]
     pub pid: Option<u32>,
 

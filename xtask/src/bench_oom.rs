@@ -86,30 +86,6 @@ fn prog_stats(pid: u32) -> Result<HashMap<String, ProgStats>> {
     Ok(out)
 }
 
-/// The memory-controller hierarchy: (mount, is v2).
-fn memory_hierarchy() -> Result<(PathBuf, bool)> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    let mut v1 = None;
-    for l in mounts.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 4 {
-            continue;
-        }
-        if f[2] == "cgroup2"
-            && std::fs::read_to_string(Path::new(f[1]).join("cgroup.controllers"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .any(|c| c == "memory")
-        {
-            return Ok((PathBuf::from(f[1]), true));
-        }
-        if f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory") {
-            v1 = Some(PathBuf::from(f[1]));
-        }
-    }
-    Ok((v1.context("no memory cgroup hierarchy mounted")?, false))
-}
-
 struct Cgroup(PathBuf);
 
 impl Drop for Cgroup {
@@ -189,7 +165,7 @@ fn measure(memtrace: &Path, stress: &Path, opts: &Options) -> Result<()> {
     let after_exits = prog_stats(pid)?;
 
     // OOM decisions.
-    let (mount, v2) = memory_hierarchy()?;
+    let (mount, v2) = crate::util::memory_hierarchy()?;
     let dir = mount.join(format!("memtrace-bench-oom-{}", std::process::id()));
     let _ = std::fs::remove_dir(&dir);
     std::fs::create_dir(&dir)?;

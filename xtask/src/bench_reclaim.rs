@@ -60,25 +60,7 @@ struct Cgroup {
 
 impl Cgroup {
     fn new(name: &str, limit: u64) -> Result<Cgroup> {
-        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-        let mut found = None;
-        for l in mounts.lines() {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 4 {
-                continue;
-            }
-            if f[2] == "cgroup2"
-                && std::fs::read_to_string(Path::new(f[1]).join("cgroup.controllers"))
-                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
-            {
-                found = Some((PathBuf::from(f[1]), true));
-                break;
-            }
-            if f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory") {
-                found = Some((PathBuf::from(f[1]), false));
-            }
-        }
-        let (root, v2) = found.context("no memory cgroup hierarchy is mounted")?;
+        let (root, v2) = crate::util::memory_hierarchy()?;
         let dir = root.join(name);
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;

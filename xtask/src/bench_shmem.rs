@@ -51,29 +51,8 @@ impl Drop for Cleanup {
 /// A memory cgroup for the writer: v2 when the unified hierarchy has the memory
 /// controller, else v1.
 fn memory_cgroup(limit: u64) -> Result<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    let mut v1 = None;
-    let mut v2 = None;
-    for l in mounts.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 4 {
-            continue;
-        }
-        if f[2] == "cgroup2"
-            && std::fs::read_to_string(Path::new(f[1]).join("cgroup.controllers"))
-                .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
-        {
-            v2 = Some(PathBuf::from(f[1]));
-        }
-        if f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory") {
-            v1 = Some(PathBuf::from(f[1]));
-        }
-    }
-    let (root, file) = match (v2, v1) {
-        (Some(r), _) => (r, "memory.max"),
-        (None, Some(r)) => (r, "memory.limit_in_bytes"),
-        _ => bail!("no memory cgroup hierarchy mounted"),
-    };
+    let (root, v2) = crate::util::memory_hierarchy()?;
+    let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
     let dir = root.join(format!("memtrace-bench-shmem-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
     std::fs::write(dir.join(file), limit.to_string())?;

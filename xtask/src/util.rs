@@ -48,3 +48,26 @@ pub fn build_memtrace(release: bool, target: Option<&str>) -> Result<PathBuf> {
     }
     Ok(p.join(if release { "release" } else { "debug" }).join("memtrace"))
 }
+
+/// The memory-controller hierarchy the benchmarks press inside: (mount, is v2). v2 when
+/// the unified hierarchy has the memory controller, else v1's memory mount.
+pub fn memory_hierarchy() -> Result<(PathBuf, bool)> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let mut v1 = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[2] == "cgroup2"
+            && std::fs::read_to_string(Path::new(f[1]).join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
+        {
+            return Ok((PathBuf::from(f[1]), true));
+        }
+        if f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory") {
+            v1 = Some(PathBuf::from(f[1]));
+        }
+    }
+    Ok((v1.context("no memory cgroup hierarchy is mounted")?, false))
+}

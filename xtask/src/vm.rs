@@ -153,6 +153,13 @@ pub fn run(opts: Options) -> Result<()> {
     }
     print_summary(&runs);
     eprintln!("vm-test: {:.1} s in all", started.elapsed().as_secs_f64());
+    // A plain closing count over every kernel (a test without a result line counts as
+    // failed), so CI's reader sees how many guest tests ran.
+    let results = runs.iter().flat_map(|r| &r.console.results);
+    let passed = results.clone().filter(|(_, res)| res == "ok").count();
+    let failed = results.filter(|(_, res)| res != "ok" && !res.starts_with("ignored")).count()
+        + runs.iter().filter(|r| r.console.pending.is_some()).count();
+    println!("vm-test: {passed} passed, {failed} failed");
     let failed: Vec<&str> =
         runs.iter().filter(|r| r.problem().is_some()).map(|r| r.series.name()).collect();
     if !failed.is_empty() {

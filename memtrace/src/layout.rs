@@ -217,20 +217,13 @@ fn resolve_shmem(btf: &Btf, l: &mut KernelLayout) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     /// Against this machine's BTF: everything resolves, and the values agree with facts
     /// that do not depend on the kernel build.
     #[test]
     fn resolves_this_kernel() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            assert!(std::env::var_os("CI").is_none(), "CI machines have BTF");
-            return;
-        }
-        let btf = Btf::from_file(path).unwrap();
+        let Some(btf) = crate::btf::running_kernel_btf() else { return };
         let r = resolve(&btf);
         assert!(r.missing.is_empty(), "missing: {:?}", r.missing);
         assert!(r.shmem_missing.is_empty(), "shmem missing: {:?}", r.shmem_missing);
@@ -266,12 +259,7 @@ mod tests {
     /// that hold on every 6.x kernel.
     #[test]
     fn resolves_shmem_members() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            assert!(std::env::var_os("CI").is_none(), "CI machines have BTF");
-            return;
-        }
-        let btf = Btf::from_file(path).unwrap();
+        let Some(btf) = crate::btf::running_kernel_btf() else { return };
         let r = resolve(&btf);
         assert!(r.shmem_missing.is_empty(), "{:?}", r.shmem_missing);
         let l = r.layout;

@@ -63,10 +63,32 @@ pub fn require_vm() {
     );
 }
 
+/// Reads `r` line by line on a thread; with `echo`, also copies each line to stderr
+/// behind that prefix (shown by libtest when a test fails).
+fn line_reader(r: impl std::io::Read + Send + 'static, echo: Option<&'static str>) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if let Some(prefix) = echo {
+                eprintln!("{prefix} {line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("memtrace printed a non-JSON line {line:?}: {e}"))
+}
+
 /// A running `memtrace ... --json`.
 pub struct Memtrace {
     child: Child,
-    lines: Receiver<Value>,
+    lines: Receiver<String>,
     /// Every line received so far.
     pub seen: Vec<Value>,
     stderr: Receiver<String>,
@@ -87,25 +109,8 @@ impl Memtrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn memtrace");
-        let (tx, lines) = channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("memtrace printed a non-JSON line {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let (etx, stderr) = channel();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[memtrace] {line}");
-                let _ = etx.send(line);
-            }
-        });
+        let lines = line_reader(child.stdout.take().expect("stdout"), None);
+        let stderr = line_reader(child.stderr.take().expect("stderr"), Some("[memtrace]"));
         let mut m = Memtrace { child, lines, seen: Vec::new(), stderr };
         let ready = m
             .wait_for(Duration::from_secs(60), |v| v["type"] == "ready")
@@ -127,7 +132,7 @@ impl Memtrace {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.lines.recv_timeout(left).map(|l| json(&l)) {
                 Ok(v) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
@@ -161,8 +166,8 @@ impl Memtrace {
             assert!(Instant::now() < deadline, "memtrace did not exit");
             std::thread::sleep(Duration::from_millis(50));
         };
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(v);
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(json(&l));
         }
         let stderr: Vec<String> = self.stderr.try_iter().collect();
         assert!(status.success(), "memtrace exited with {status}; stderr: {stderr:?}");
@@ -317,13 +322,7 @@ impl Stress {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn mt-stress {args:?}: {e}"));
-        let (tx, out) = channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let out = line_reader(child.stdout.take().expect("stdout"), None);
         Stress { child, out }
     }
 
@@ -449,23 +448,8 @@ impl TextMemtrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn memtrace");
-        let (tx, stdout) = channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (etx, stderr) = channel();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[memtrace] {line}");
-                let _ = etx.send(line);
-            }
-        });
+        let stdout = line_reader(child.stdout.take().expect("stdout"), None);
+        let stderr = line_reader(child.stderr.take().expect("stderr"), Some("[memtrace]"));
         let mut m = TextMemtrace { child, stdout, stderr, err_seen: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

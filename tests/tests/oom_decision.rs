@@ -69,7 +69,7 @@ impl Proc {
     }
 }
 
-fn candidate<'a>(kill: &'a Value, pid: u32) -> Option<&'a Value> {
+fn candidate(kill: &Value, pid: u32) -> Option<&Value> {
     kill["candidates"].as_array().unwrap().iter().find(|c| c["pid"] == pid)
 }
 

@@ -608,7 +608,7 @@ fn text_mode_shows_caches_and_callers() {
     assert!(stdout.contains("slab total"), "{stdout}");
     let who = format!("mt-slab-text[{}]", s.pid());
     assert!(stdout.lines().any(|l| l.contains(&who) && l.contains("d_alloc")), "{stdout}");
-    assert!(stdout.contains(&format!("dir ")) && stdout.contains(&d.sub("loud")), "{stdout}");
+    assert!(stdout.contains("dir ") && stdout.contains(&d.sub("loud")), "{stdout}");
     assert!(stdout.contains("dentry-state: negative +"), "{stdout}");
     assert!(stderr.contains("tracing kmem:kmem_cache_alloc via"), "{stderr}");
 }

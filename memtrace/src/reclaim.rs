@@ -654,6 +654,36 @@ fn boot_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The numeric columns shared by the per-process and per-cgroup tables (titles, then one
+/// row's values, in the same widths).
+fn stat_header(unit: &str) -> String {
+    format!(
+        "{:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "COUNT",
+        format!("TOTAL {unit}"),
+        format!("P50 {unit}"),
+        format!("P90 {unit}"),
+        format!("P99 {unit}"),
+        format!("P99.9 {unit}"),
+        format!("MAX {unit}"),
+        "RECLAIMED",
+    )
+}
+
+fn stat_cols(r: &SummaryRow, ms: bool) -> String {
+    format!(
+        "{:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        r.count,
+        fmt_dur(r.total_us, ms),
+        fmt_dur(r.p50_us, ms),
+        fmt_dur(r.p90_us, ms),
+        fmt_dur(r.p99_us, ms),
+        fmt_dur(r.p999_us, ms),
+        fmt_dur(r.max_us, ms),
+        r.nr_reclaimed,
+    )
+}
+
 fn fmt_dur(us_v: f64, ms: bool) -> String {
     if ms { format!("{:.2}", us_v / 1000.0) } else { format!("{:.0}", us_v) }
 }
@@ -728,48 +758,29 @@ fn render_text(
     }
     if n > 0 {
         s += &format!(
-            "  {:<10} {:>7} {:<16} {:<28} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
-            "KIND", "PID", "COMM", "CGROUP", "COUNT", format!("TOTAL {unit}"),
-            format!("P50 {unit}"), format!("P90 {unit}"), format!("P99 {unit}"),
-            format!("P99.9 {unit}"), format!("MAX {unit}"), "RECLAIMED",
+            "  {:<10} {:>7} {:<16} {:<28} {}\n",
+            "KIND", "PID", "COMM", "CGROUP", stat_header(unit),
         );
         for r in procs.iter().take(o.top) {
             s += &format!(
-                "  {:<10} {:>7} {:<16} {:<28} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+                "  {:<10} {:>7} {:<16} {:<28} {}\n",
                 r.kind,
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.comm.as_deref().unwrap_or(""),
                 r.cgroup.as_deref().unwrap_or("?"),
-                r.count,
-                fmt_dur(r.total_us, o.ms),
-                fmt_dur(r.p50_us, o.ms),
-                fmt_dur(r.p90_us, o.ms),
-                fmt_dur(r.p99_us, o.ms),
-                fmt_dur(r.p999_us, o.ms),
-                fmt_dur(r.max_us, o.ms),
-                r.nr_reclaimed,
+                stat_cols(r, o.ms),
             );
         }
         if procs.len() > o.top {
             s += &format!("  ... {} more processes\n", procs.len() - o.top);
         }
-        s += &format!("  {:<10} {:<53} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
-            "BY CGROUP", "", "COUNT", format!("TOTAL {unit}"), format!("P50 {unit}"),
-            format!("P90 {unit}"), format!("P99 {unit}"), format!("P99.9 {unit}"),
-            format!("MAX {unit}"), "RECLAIMED");
+        s += &format!("  {:<10} {:<53} {}\n", "BY CGROUP", "", stat_header(unit));
         for r in cgs.iter().take(o.top) {
             s += &format!(
-                "  {:<10} {:<53} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+                "  {:<10} {:<53} {}\n",
                 r.kind,
                 r.cgroup.clone().unwrap_or_else(|| r.cgroup_id.map_or("?".into(), |i| format!("id {i}"))),
-                r.count,
-                fmt_dur(r.total_us, o.ms),
-                fmt_dur(r.p50_us, o.ms),
-                fmt_dur(r.p90_us, o.ms),
-                fmt_dur(r.p99_us, o.ms),
-                fmt_dur(r.p999_us, o.ms),
-                fmt_dur(r.max_us, o.ms),
-                r.nr_reclaimed,
+                stat_cols(r, o.ms),
             );
         }
         if cgs.len() > o.top {

@@ -144,6 +144,35 @@ impl Memtrace {
         }
     }
 
+    /// Waits until a line matching `pred` arrives whose `"time"` is later than `mark` (a
+    /// [`now_ms`] taken before): a record that describes the state after that moment, never
+    /// a snapshot taken before it. Panics after `timeout`, naming `what`.
+    pub fn wait_after(
+        &mut self,
+        mark: u64,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.wait_for(timeout, |v| time_ms(v).is_some_and(|t| t > mark) && pred(v))
+            .unwrap_or_else(|| {
+                panic!(
+                    "waited {timeout:?} for {what} (time after {mark} ms), it never came; seen: {:?}",
+                    self.seen
+                )
+            })
+    }
+
+    /// Collects lines until `cond` holds over every line seen so far; panics after
+    /// `timeout`, naming `what`.
+    pub fn collect_until(&mut self, timeout: Duration, what: &str, cond: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond(&self.seen) {
+            assert!(Instant::now() < deadline, "waited {timeout:?} for {what}, it never happened");
+            self.wait_for(Duration::from_millis(100), |_| false);
+        }
+    }
+
     /// Sends `signal`, waits for exit (asserting status 0) and returns every line.
     pub fn stop_with(self, signal: i32) -> Vec<Value> {
         // SAFETY: plain kill(2) on our child.
@@ -180,6 +209,45 @@ impl Drop for Memtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Wall-clock milliseconds since the epoch, truncated: a mark for [`Memtrace::wait_after`].
+/// A record stamped in a later millisecond was taken after this call returned.
+pub fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    d.as_millis() as u64
+}
+
+/// A record's `"time"` (RFC 3339 UTC with milliseconds, as memtrace prints it) in
+/// milliseconds since the epoch; None when it has none or it does not parse.
+pub fn time_ms(v: &Value) -> Option<u64> {
+    let t = v["time"].as_str()?;
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+/// Polls `cond` every 50 ms until it returns Some, for at most `timeout`; panics naming
+/// `what` when it never does.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}, it never happened");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -491,5 +559,21 @@ impl Drop for TextMemtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_times_parse_as_memtrace_prints_them() {
+        let v = serde_json::json!({"time": "2024-02-29T12:34:56.789Z"});
+        assert_eq!(time_ms(&v), Some(1_709_210_096_789));
+        assert_eq!(time_ms(&serde_json::json!({"time": "1970-01-01T00:00:00.000Z"})), Some(0));
+        assert_eq!(time_ms(&serde_json::json!({"time": "soon"})), None);
+        assert_eq!(time_ms(&serde_json::json!({})), None);
+        let now = now_ms();
+        assert!(now > 1_709_210_096_789);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use memtrace_tests::{MemCgroup, Memtrace, Stress, TmpfsMount, Value};
+use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, TmpfsMount, Value};
 
 mod shmem_common;
 
@@ -291,13 +291,8 @@ fn filters_select_writers() {
 #[test]
 fn text_mode_lists_mounts_files_and_writers() {
     let fs = TmpfsMount::new("shmem-text", 64 * MIB);
-    let child = std::process::Command::new(memtrace_tests::memtrace_bin())
-        .args(["shmem", "--duration", "6", "--top", "50"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Returns once memtrace says it traces: the writer runs after the attach.
+    let mt = TextMemtrace::start(&["shmem", "--top", "50"]);
     let file = fs.path("text.log");
     let mut w = Stress::spawn(&[
         "tmpfs-write",
@@ -310,10 +305,8 @@ fn text_mode_lists_mounts_files_and_writers() {
     ]);
     w.wait_line("ready", WAIT);
     assert_eq!(w.wait_signal(WAIT), None);
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // The final report is taken at the stop, after the writer exited.
+    let (stdout, stderr) = mt.stop();
     assert!(stdout.contains("shmem (final)"), "{stdout}");
     assert!(stdout.contains("/proc/meminfo Shmem"), "{stdout}");
     assert!(stdout.contains(&format!("{} (", fs.dir_str())), "mount line: {stdout}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use memtrace_tests::{MemCgroup, Memtrace, Stress, TmpfsMount, Value, stats_of};
+use memtrace_tests::{MemCgroup, Memtrace, Stress, TmpfsMount, Value, now_ms, stats_of};
 
 pub const MIB: u64 = 1024 * 1024;
 /// "Near zero": what may still wait in per-CPU LRU batches (31 pages per CPU) or be
@@ -59,18 +59,18 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
     ]);
     let ino: u64 = w.wait_line("ready", WAIT).parse().expect("inode");
     assert_eq!(w.wait_signal(WAIT), None, "the writer exits by itself");
+    // Every page is in the file now: records stamped later describe the finished file.
+    let written = now_ms();
     let pid = w.pid();
     let mount = fs.dir_str();
 
-    let rec = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_usage")
-                && v["mount"] == mount
-                && v["comm"] == comm.as_str()
-                && v["live_bytes"].as_u64().is_some_and(|b| b >= 60 * MIB)
-                && v["writer_alive"] == false
-        })
-        .unwrap_or_else(|| panic!("no >= 60 MiB attributed to {comm} on {mount}: {:?}", mt.seen));
+    let rec = mt.wait_after(written, WAIT, &format!(">= 60 MiB attributed to {comm} on {mount}"), |v| {
+        is(v, "shmem_usage")
+            && v["mount"] == mount
+            && v["comm"] == comm.as_str()
+            && v["live_bytes"].as_u64().is_some_and(|b| b >= 60 * MIB)
+            && v["writer_alive"] == false
+    });
     assert_eq!(rec["kind"], "tmpfs", "{rec}");
     assert_eq!(rec["inode"], ino, "{rec}");
     assert_eq!(rec["path"], file.to_str().unwrap(), "{rec}");
@@ -85,43 +85,40 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
         "attribution {how}, expected one of {attributions:?}"
     );
 
-    // The mount: df agrees, nothing pre-existing on a fresh tmpfs.
-    let m = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_mount")
-                && v["mount"] == mount
-                && v["live_bytes"].as_u64().is_some_and(|b| b >= 60 * MIB)
-        })
-        .expect("mount record");
+    // The mount, as taken after the writer exited: df agrees, nothing pre-existing on a
+    // fresh tmpfs.
+    let m = mt.wait_after(written, WAIT, &format!("a shmem_mount record of {mount} with >= 60 MiB live"), |v| {
+        is(v, "shmem_mount")
+            && v["mount"] == mount
+            && v["live_bytes"].as_u64().is_some_and(|b| b >= 60 * MIB)
+    });
     assert_eq!(m["kind"], "tmpfs");
     assert_eq!(u(&m["df_used_bytes"]), fs.used(), "{m}");
     assert!(u(&m["df_used_bytes"]) >= 64 * MIB, "{m}");
     assert_eq!(m["preexisting_bytes"], 0, "{m}");
     let unexplained = m["unexplained_bytes"].as_i64().unwrap();
     assert!(unexplained.unsigned_abs() <= NEAR_ZERO, "{m}");
-    let r = mt
-        .wait_for(WAIT, |v| is(v, "shmem_reconcile") && u(&v["attributed_live_bytes"]) >= 60 * MIB)
-        .expect("reconcile record");
+    let r = mt.wait_after(written, WAIT, "a shmem_reconcile record with >= 60 MiB attributed", |v| {
+        is(v, "shmem_reconcile") && u(&v["attributed_live_bytes"]) >= 60 * MIB
+    });
     assert!(u(&r["meminfo_shmem_bytes"]) >= 64 * MIB, "{r}");
 
-    // Delete: the live bytes fall to near zero, freed bytes appear.
+    // Delete: the live bytes fall to near zero, freed bytes appear (records taken after the
+    // unlink returned, so after the truncation).
     std::fs::remove_file(&file).unwrap();
-    let rec = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_usage")
-                && v["inode"] == ino
-                && v["mount"] == mount
-                && v["tgid"] == pid
-                && u(&v["freed_bytes"]) >= 60 * MIB
-        })
-        .expect("no free seen after the delete");
+    let deleted = now_ms();
+    let rec = mt.wait_after(deleted, WAIT, "the file's shmem_usage record with >= 60 MiB freed", |v| {
+        is(v, "shmem_usage")
+            && v["inode"] == ino
+            && v["mount"] == mount
+            && v["tgid"] == pid
+            && u(&v["freed_bytes"]) >= 60 * MIB
+    });
     assert!(u(&rec["live_bytes"]) <= NEAR_ZERO, "{rec}");
     assert!(u(&rec["file_live_bytes"]) <= NEAR_ZERO, "{rec}");
-    let m = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_mount") && v["mount"] == mount && u(&v["freed_bytes"]) >= 60 * MIB
-        })
-        .expect("mount record after the delete");
+    let m = mt.wait_after(deleted, WAIT, "the mount's record with >= 60 MiB freed", |v| {
+        is(v, "shmem_mount") && v["mount"] == mount && u(&v["freed_bytes"]) >= 60 * MIB
+    });
     assert!(u(&m["live_bytes"]) <= NEAR_ZERO, "{m}");
     assert!(u(&m["df_used_bytes"]) <= NEAR_ZERO, "{m}");
     let lines = mt.stop();

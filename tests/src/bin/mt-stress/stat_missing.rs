@@ -52,12 +52,19 @@ pub fn run(o: &Opts) {
     }
 }
 
-/// Stats `count` unique missing paths in `dir`; returns how many failed with ENOENT.
+/// Stats `count` unique missing paths in `dir`; returns how many failed with ENOENT. The
+/// names carry the pid and this run's boot-clock nanoseconds (low 32 bits), so no earlier run (a pid
+/// reused, the same directory) can have left them as cached negative dentries.
 fn stat_paths(dir: &str, via: &str, count: u64) -> u64 {
     let pid = std::process::id();
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // The low 32 bits: names stay under the dentry's inline length (32 bytes).
+    let run = (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) as u32;
     let mut enoent = 0u64;
     for i in 0..count {
-        let p = CString::new(format!("{dir}/mt-miss-{pid}-{i}")).expect("no NUL");
+        let p = CString::new(format!("{dir}/mt-miss-{pid}-{run:x}-{i}")).expect("no NUL");
         // SAFETY: valid C string and out buffers.
         let rc = unsafe {
             match via {

@@ -82,6 +82,14 @@ impl EventKind {
     }
 }
 
+/// TRANSITIONAL (replaced by the per-family kind encoding): the family of a record kind.
+pub const fn event_family(kind: u32) -> Option<Family> {
+    match EventKind::from_u32(kind) {
+        Some(k) => Some(k.family()),
+        None => None,
+    }
+}
+
 /// First bytes of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -173,7 +173,7 @@ fn stat_storm_is_the_top_dentry_allocator() {
     let d = TempDir::new("top");
     let gofile = d.go_file();
     let mt =
-        Memtrace::start(&["slab", "--json", "--cache", "dentry", "--interval", "1", "--top", "50"]);
+        Memtrace::start(&["slab", "--json", "--cache", "dentry", "1", "--top", "50"]);
     let (alloc, free) = kmem_strategies(&mt);
     assert_eq!((alloc.as_str(), free.as_str()), ("tp_btf", "tp_btf"), "6.18 offers tp_btf");
     let mut loud = storm(STORM, &d.sub("loud"), "mt-slab-storm", &gofile);
@@ -256,7 +256,7 @@ fn slabinfo_objsize(cache: &str) -> u64 {
 fn default_view_ranks_caches_by_net_growth() {
     let d = TempDir::new("default");
     let gofile = d.go_file();
-    let mt = Memtrace::start(&["slab", "--json", "--interval", "1"]);
+    let mt = Memtrace::start(&["slab", "--json", "1"]);
     let mut loud = storm(STORM, &d.sub("loud"), "mt-slab-storm", &gofile);
     go(&gofile);
     finish(&mut loud, STORM);
@@ -291,7 +291,7 @@ fn drop_caches_frees_are_counted_and_net_drops() {
     const N: u64 = 60_000;
     let d = TempDir::new("drop");
     let gofile = d.go_file();
-    let mut mt = Memtrace::start(&["slab", "--json", "--cache", "dentry", "--interval", "1"]);
+    let mut mt = Memtrace::start(&["slab", "--json", "--cache", "dentry", "1"]);
     let mut loud = storm(N, &d.sub("loud"), "mt-slab-drop", &gofile);
     go(&gofile);
     finish(&mut loud, N);
@@ -335,7 +335,6 @@ fn live_attributes_frees_to_the_allocating_caller() {
         "--cache",
         "dentry",
         "--live",
-        "--interval",
         "1",
         "--top",
         "1000",
@@ -381,7 +380,7 @@ fn high_cardinality_stays_bounded() {
     const EACH: u64 = 10;
     // SAFETY: the tests of this binary run on one thread (--test-threads=1).
     unsafe { std::env::set_var("MEMTRACE_SLAB_CALLERS_MAX", "1024") };
-    let mt = Memtrace::start(&["slab", "--json", "--interval", "0.2"]);
+    let mt = Memtrace::start(&["slab", "--json", "0.2"]);
     unsafe { std::env::remove_var("MEMTRACE_SLAB_CALLERS_MAX") };
     let d = TempDir::new("many");
     let each = EACH.to_string();
@@ -428,7 +427,6 @@ fn live_map_is_bounded_and_counts_evictions() {
         "--live",
         "--live-max",
         "1024",
-        "--interval",
         "1",
     ]);
     let mut s = storm(N, &d.sub("loud"), "mt-slab-evict", &gofile);
@@ -448,7 +446,7 @@ fn live_map_is_bounded_and_counts_evictions() {
     );
 }
 
-/// Runs a 30k storm under memtrace with MEMTRACE_SLAB_STRATEGY / MEMTRACE_SLAB_DIRS set and
+/// Runs a 30k storm under memtrace with MEMTRACE_DISABLE set and
 /// returns (lines, storm pid, dir).
 fn run_forced(env: &[(&str, &str)], args: &[&str], name: &str) -> (Vec<Value>, u32, String) {
     const N: u64 = 30_000;
@@ -508,8 +506,8 @@ fn fallback_strategies_count_the_same() {
         if classic_alloc_has_name() { &["raw_tp", "tracepoint"] } else { &["raw_tp"] };
     for &strategy in strategies {
         let (lines, pid, _) = run_forced(
-            &[("MEMTRACE_SLAB_STRATEGY", strategy)],
-            &["slab", "--json", "--cache", "dentry", "--interval", "1", "--top", "20"],
+            &[("MEMTRACE_DISABLE", if strategy == "raw_tp" { "tp_btf" } else { "tp_btf,raw_tp" })],
+            &["slab", "--json", "--cache", "dentry", "1", "--top", "20"],
             strategy,
         );
         let st = lines.last().unwrap();
@@ -531,8 +529,8 @@ fn fallback_strategies_count_the_same() {
 #[test]
 fn classic_without_name_groups_by_object_size() {
     let (lines, pid, _) = run_forced(
-        &[("MEMTRACE_SLAB_STRATEGY", "tracepoint-noname")],
-        &["slab", "--json", "--interval", "1", "--top", "20"],
+        &[("MEMTRACE_DISABLE", "tp_btf,raw_tp,slab_alloc_tp:named")],
+        &["slab", "--json", "1", "--top", "20"],
         "noname",
     );
     let st = lines.last().unwrap();
@@ -550,8 +548,8 @@ fn classic_without_name_groups_by_object_size() {
 #[test]
 fn syscall_hook_directories_match() {
     let (lines, pid, dir) = run_forced(
-        &[("MEMTRACE_SLAB_DIRS", "syscalls")],
-        &["slab", "--json", "--cache", "dentry", "--interval", "1"],
+        &[("MEMTRACE_DISABLE", "slab_dirs_regs")],
+        &["slab", "--json", "--cache", "dentry", "1"],
         "syshooks",
     );
     let ready = lines.iter().find(|v| v["type"] == "ready").unwrap();
@@ -576,7 +574,7 @@ fn pid_filter_counts_only_that_process() {
     let mut mine = storm(N, &d.sub("mine"), "mt-slab-mine", &gofile);
     let mut other = storm(N, &d.sub("other"), "mt-slab-other", &gofile);
     let pid = mine.pid().to_string();
-    let mt = Memtrace::start(&["slab", "--json", "-p", &pid, "--interval", "1"]);
+    let mt = Memtrace::start(&["slab", "--json", "-p", &pid, "1"]);
     go(&gofile);
     finish(&mut mine, N);
     finish(&mut other, N);
@@ -599,7 +597,7 @@ fn text_mode_shows_caches_and_callers() {
     let d = TempDir::new("text");
     let gofile = d.go_file();
     // Returns once memtrace says it traces: the storm starts after the attach.
-    let mt = TextMemtrace::start(&["slab", "--cache", "dentry", "--interval", "2"]);
+    let mt = TextMemtrace::start(&["slab", "--cache", "dentry", "2"]);
     let mut s = storm(N, &d.sub("loud"), "mt-slab-text", &gofile);
     go(&gofile);
     finish(&mut s, N);
@@ -628,7 +626,10 @@ fn bad_slab_input_is_rejected() {
         (&["slab", "--cache", "no-such-cache-xyz"], "no slab cache"),
         (&["slab", "--cache", "dentr"], "did you mean dentry"),
         (&["slab", "--top", "0"], "--top"),
-        (&["slab", "--interval", "0"], "interval"),
+        (&["slab", "0"], "positive"),
+        (&["slab", "--interval", "1"], "memtrace slab 5"),
+        (&["slab", "-i", "1"], "memtrace slab 5"),
+        (&["slab", "--count", "3"], "memtrace slab 5 3"),
         (&["slab", "--cache", "dentry", "--live", "--live-max", "5"], "--live-max"),
         (&["slab", "--cache", "a,b,c,d,e,f,g,h,i"], "--cache"),
     ] {

@@ -92,9 +92,9 @@ fn vm_tracepoint_layouts_of_this_kernel() {
     const N: u64 = 30_000;
     let dir = CgDir::new("classic");
     // SAFETY: the tests of this binary run on one thread (--test-threads=1).
-    unsafe { std::env::set_var("MEMTRACE_SLAB_STRATEGY", "tracepoint") };
-    let mut mt = Memtrace::start(&["slab", "--json", "--interval", "1", "--top", "50"]);
-    unsafe { std::env::remove_var("MEMTRACE_SLAB_STRATEGY") };
+    unsafe { std::env::set_var("MEMTRACE_DISABLE", "tp_btf,raw_tp") };
+    let mut mt = Memtrace::start(&["slab", "--json", "1", "--top", "50"]);
+    unsafe { std::env::remove_var("MEMTRACE_DISABLE") };
     let ready = mt.seen.iter().find(|v| v["type"] == "ready").unwrap().clone();
     let pid = stat_storm(N, dir.path(), "mt-vmslab-tp");
     std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
@@ -144,7 +144,6 @@ fn vm_global_reclaim_frees_count_against_the_allocator() {
         "--cache",
         "dentry",
         "--live",
-        "--interval",
         "1",
         "--top",
         "1000",

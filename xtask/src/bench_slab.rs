@@ -125,7 +125,7 @@ impl Tracer {
 fn start_tracer(mode: Mode, memtrace: &Path) -> Result<Option<Tracer>> {
     let mt = |extra: &[&str]| {
         let mut c = Command::new(memtrace);
-        c.args(["slab", "--json", "--interval", "3600", "--top", "1000"]).args(extra);
+        c.args(["slab", "--json", "3600", "--top", "1000"]).args(extra);
         Tracer::start(c, |l| l.contains("\"type\":\"ready\""))
     };
     Ok(match mode {

@@ -6,7 +6,20 @@ use memtrace_common::{
 };
 
 use super::*;
-use crate::family::FamilyAgent as _;
+use crate::oom::report::*;
+use crate::{
+    engine::{
+        family::{Agent as _, Filter},
+        sink::{Out, Sinks},
+    },
+    kernel::gfp::Gfp,
+};
+
+/// One ring-buffer record into the agent (what it emits is dropped).
+fn rec(a: &mut OomAgent, kind: EventKind, b: &[u8]) -> bool {
+    let mut sinks = Sinks::default();
+    a.record(kind as u32, b, &mut Out::new("oom", &mut sinks))
+}
 
 const PAGE: i64 = 4;
 
@@ -33,7 +46,7 @@ fn env() -> Env {
     Env {
         page_kib: PAGE,
         page_shift: 12,
-        gfp: GfpNames {
+        gfp: Gfp {
             table: vec![
                 (0x100cca, "GFP_HIGHUSER_MOVABLE".into()),
                 (0xcc0, "GFP_KERNEL".into()),
@@ -46,8 +59,8 @@ fn env() -> Env {
     }
 }
 
-fn cfg(json: bool) -> TraceConfig {
-    TraceConfig { json, duration: None, pid: None, cgroup: None }
+fn cfg() -> Filter {
+    Filter::default()
 }
 
 const DECISION: u64 = 7_000;
@@ -125,17 +138,17 @@ fn bytes<T>(v: &T) -> Vec<u8> {
 }
 
 /// An agent fed the candidates and the kill of one decision.
-fn assembled() -> Agent {
-    let mut a = Agent::with_env(cfg(true), Options::default(), env());
+fn assembled() -> OomAgent {
+    let mut a = OomAgent::new(cfg(), Options::default(), env());
     for c in [
         cand(100, "victim", 4096, 900, CAND_POINTS),
         cand(200, "grower", 14_000, 0, CAND_POINTS),
         cand(300, "small", 2048, 0, CAND_POINTS),
         cand(400, "protected", 50_000, -1000, CAND_SKIP_ADJ_MIN),
     ] {
-        assert!(a.record(EventKind::OomCandidate, &bytes(&c)));
+        assert!(rec(&mut a, EventKind::OomCandidate, &bytes(&c)));
     }
-    assert!(a.record(EventKind::OomKill, &bytes(&kill_event())));
+    assert!(rec(&mut a, EventKind::OomKill, &bytes(&kill_event())));
     a
 }
 
@@ -175,9 +188,9 @@ fn decodes_the_kill_record() {
 
 #[test]
 fn short_records_are_rejected() {
-    let mut a = Agent::with_env(cfg(true), Options::default(), env());
-    assert!(!a.record(EventKind::OomKill, &bytes(&kill_event())[..100]));
-    assert!(!a.record(EventKind::OomCandidate, &[0; 8]));
+    let mut a = OomAgent::new(cfg(), Options::default(), env());
+    assert!(!rec(&mut a, EventKind::OomKill, &bytes(&kill_event())[..100]));
+    assert!(!rec(&mut a, EventKind::OomCandidate, &[0; 8]));
     assert!(a.pending.is_empty());
 }
 
@@ -219,11 +232,11 @@ fn assembles_candidates_sorted_with_the_victims_breakdown() {
 
 #[test]
 fn exact_candidates_and_select_done() {
-    let mut a = Agent::with_env(cfg(true), Options::default(), env());
+    let mut a = OomAgent::new(cfg(), Options::default(), env());
     // A selection that killed nothing: its candidates are dropped at out_of_memory's end.
     let mut c = cand(1, "x", 10, 0, CAND_POINTS | CAND_EXACT);
     c.decision = 1;
-    a.record(EventKind::OomCandidate, &bytes(&c));
+    rec(&mut a, EventKind::OomCandidate, &bytes(&c));
     assert!(a.candidates.contains_key(&1));
     let done = OomSelectDoneEvent {
         header: EventHeader { kind: EventKind::OomSelectDone as u32, cpu: 0, boot_ns: 1 },
@@ -233,15 +246,15 @@ fn exact_candidates_and_select_done() {
         dropped: 0,
         ret: 1,
     };
-    assert!(a.record(EventKind::OomSelectDone, &bytes(&done)));
+    assert!(rec(&mut a, EventKind::OomSelectDone, &bytes(&done)));
     assert!(!a.candidates.contains_key(&1));
 
     let mut ev = kill_event();
     ev.method = OOM_METHOD_FEXIT;
     ev.dflags = OOM_D_OC_ENTRY | OOM_D_HAVE_OC | OOM_D_HAVE_CHOSEN_POINTS;
     let c = cand(100, "victim", 4096, 900, CAND_POINTS | CAND_EXACT);
-    a.record(EventKind::OomCandidate, &bytes(&c));
-    a.record(EventKind::OomKill, &bytes(&ev));
+    rec(&mut a, EventKind::OomCandidate, &bytes(&c));
+    rec(&mut a, EventKind::OomKill, &bytes(&ev));
     let k = &a.pending[0].kill;
     let m = k.candidates_method.as_ref().unwrap();
     assert_eq!((m.method, m.exact), ("oom_badness fexit", true));
@@ -257,14 +270,14 @@ fn group_members_join_their_decision() {
     m.victim_tgid = 500;
     m.victim_comm = comm("sibling");
     m.dflags |= OOM_D_GROUP_MEMBER;
-    assert!(a.record(EventKind::OomKill, &bytes(&m)));
+    assert!(rec(&mut a, EventKind::OomKill, &bytes(&m)));
     assert_eq!(a.pending.len(), 1, "one decision");
     let k = &a.pending[0].kill;
     assert_eq!(k.group_kills.len(), 1);
     assert_eq!(k.group_kills[0].pid, 500);
     assert_eq!(k.group_kills[0].rss_kb, Some((4096 + 460) * PAGE));
     assert_eq!(a.pending[0].tracks.len(), 2);
-    let mut c = cfg(true);
+    let mut c = cfg();
     c.pid = Some(500);
     assert!(matches(k, &c), "a group member's pid selects the decision");
     c.pid = Some(999);
@@ -321,7 +334,8 @@ fn waits_for_the_victims_exit_or_the_reaper() {
 fn flush_prints_and_forgets() {
     let mut a = assembled();
     a.cfg.pid = Some(1); // filtered out: nothing printed by the test
-    a.flush(true);
+    let mut sinks = Sinks::default();
+    a.flush(true, &mut Out::new("oom", &mut sinks));
     assert!(a.pending.is_empty());
     assert_eq!(a.done.last().map(|d| d.0), Some(DECISION));
 }
@@ -398,14 +412,6 @@ fn retries_are_decoded_when_recent() {
     assert_eq!(r.span_ms, 900.0);
     ev.retry.last_ns = 1;
     assert!(retries(&ev, &env()).is_none(), "stale retries belong to an older allocation");
-}
-
-#[test]
-fn parses_symbolic_tables() {
-    let f = r#"print fmt: "x", __print_symbolic(REC->priority, {0, "COMPACT_PRIO_SYNC_FULL"}, {1, "COMPACT_PRIO_SYNC_LIGHT"}), __print_symbolic(REC->result, {1, "failed"}, {2, "withdrawn"}, {3, "progress"}), REC->retries"#;
-    assert_eq!(symbolic(f, "result"), [(1, "failed".into()), (2, "withdrawn".into()), (3, "progress".into())]);
-    assert_eq!(symbolic(f, "priority").len(), 2);
-    assert!(symbolic(f, "order").is_empty());
 }
 
 #[test]

@@ -1,0 +1,58 @@
+//! Runs a tracing command: its families and options from the registry, its outputs, and
+//! the engine's session.
+
+use std::time::Duration;
+
+use super::{
+    cli::{Cli, Command},
+    registry,
+};
+use crate::{
+    engine::{
+        args::{IntervalArgs, TraceArgs},
+        session::{self, Plan},
+        sink::{JsonSink, Sink, Sinks, TextSink},
+    },
+    error::Error,
+    kernel::Kernel,
+};
+
+/// Summaries every 5 s unless INTERVAL says otherwise (watch, slab).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let none = IntervalArgs::default();
+    let (trace, interval, default): (&TraceArgs, &IntervalArgs, Option<Duration>) = match &cli.command {
+        Command::Doctor(d) => return super::doctor::run(&cli.btf, d.json),
+        Command::Watch(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
+        Command::Oom(c) => (&c.trace, &none, None),
+        Command::Reclaim(c) => (&c.trace, &c.interval, None),
+        Command::Slab(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
+        Command::Shmem(c) => (&c.trace, &c.interval, None),
+    };
+    let (interval, count) = interval.resolve(default)?;
+    let filter = trace.filter()?;
+    let (families, traced) = registry::for_command(&cli.command, interval, count)?;
+    let sink: Box<dyn Sink> = if trace.json {
+        Box::new(JsonSink)
+    } else {
+        Box::new(TextSink::new(
+            families.iter().filter(|f| traced.contains(&f.name())).map(|f| (f.name().to_string(), f.view())),
+        ))
+    };
+    let plan = Plan {
+        families,
+        traced,
+        filter,
+        duration: trace.duration,
+        interval,
+        count,
+        sinks: Sinks::new(vec![sink]),
+    };
+    let kernel = Kernel::open(&cli.btf)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::bpf("starting the runtime", e))?;
+    rt.block_on(session::run(kernel, plan))
+}

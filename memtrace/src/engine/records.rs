@@ -1,0 +1,126 @@
+//! The engine's own records: `ready` once the hooks are attached, `stats` at the end.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{select::Attached, sink::Text};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type")]
+pub enum EngineRecord {
+    #[serde(rename = "ready")]
+    Ready(Ready),
+    #[serde(rename = "stats")]
+    Stats(Stats),
+}
+
+/// The hooks attached, and the gaps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ready {
+    pub probes: Vec<Attached>,
+    pub gaps: Vec<Gap>,
+}
+
+/// A hook no strategy could serve.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Gap {
+    pub family: String,
+    pub hook: String,
+    pub reasons: Vec<String>,
+}
+
+/// Per-family counters.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FamilyStats {
+    /// Events the kernel saw.
+    pub events: u64,
+    /// Records the agent decoded.
+    pub received: u64,
+    /// Records lost: ring buffer full.
+    pub ringbuf_drops: u64,
+    /// Records sent with fields that failed to read.
+    pub read_errors: u64,
+    /// Aggregation map updates that failed (map full).
+    pub map_full: u64,
+    /// Records the agent could not decode.
+    pub undecodable: u64,
+}
+
+/// The session's counters, at the end.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub duration_s: f64,
+    pub families: BTreeMap<String, FamilyStats>,
+}
+
+/// The text of an engine record (status lines on stderr).
+pub fn engine_text(rec: &Value) -> Text {
+    match serde_json::from_value::<EngineRecord>(rec.clone()) {
+        Ok(EngineRecord::Ready(r)) => Text::err(ready_text(&r)),
+        Ok(EngineRecord::Stats(s)) => Text::err(stats_text(&s)),
+        Err(e) => Text::err(format!("memtrace: unreadable record ({e}): {rec}\n")),
+    }
+}
+
+fn ready_text(r: &Ready) -> String {
+    let list: Vec<String> = r.probes.iter().map(|a| format!("{} via {}", a.hook, a.strategy)).collect();
+    let mut s = format!("memtrace: tracing {}. Ctrl-C to stop.\n", list.join(", "));
+    for a in &r.probes {
+        if let Some(l) = &a.limits {
+            s += &format!("memtrace: coverage gap: {}: {l}\n", a.hook);
+        }
+    }
+    for g in &r.gaps {
+        s += &format!("memtrace: coverage gap: {} not traced: {}\n", g.hook, g.reasons.join("; "));
+    }
+    s
+}
+
+fn stats_text(st: &Stats) -> String {
+    let mut s = format!("memtrace: stopped after {:.1}s\n", st.duration_s);
+    for (name, c) in &st.families {
+        s += &format!(
+            "memtrace: {name}: {} events, {} received, {} dropped (ring buffer full), {} with \
+             read errors, {} map-full, {} undecodable\n",
+            c.events, c.received, c.ringbuf_drops, c.read_errors, c.map_full, c.undecodable
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_records_keep_their_json_shape_and_render() {
+        let r = EngineRecord::Ready(Ready {
+            probes: vec![Attached {
+                family: "oom".into(),
+                hook: "oom:mark_victim".into(),
+                strategy: "tp_btf".into(),
+                program: "oom_mark_victim_btf".into(),
+                limits: None,
+            }],
+            gaps: vec![Gap { family: "oom".into(), hook: "oom:x".into(), reasons: vec!["kprobe: no".into()] }],
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{"type":"ready","probes":[{"family":"oom","hook":"oom:mark_victim","strategy":"tp_btf","program":"oom_mark_victim_btf"}],"gaps":[{"family":"oom","hook":"oom:x","reasons":["kprobe: no"]}]}"#
+        );
+        assert_eq!(serde_json::from_value::<EngineRecord>(v.clone()).unwrap(), r);
+        let t = engine_text(&v);
+        assert!(t.err.contains("tracing oom:mark_victim via tp_btf. Ctrl-C to stop."), "{t:?}");
+        assert!(t.err.contains("coverage gap: oom:x not traced: kprobe: no"), "{t:?}");
+        let st = EngineRecord::Stats(Stats {
+            duration_s: 1.5,
+            families: [("oom".to_string(), FamilyStats { events: 3, ..Default::default() })].into(),
+        });
+        let v = serde_json::to_value(&st).unwrap();
+        assert!(v.to_string().starts_with(r#"{"type":"stats","duration_s":1.5,"families":{"oom":{"events":3,"#));
+        assert!(engine_text(&v).err.contains("oom: 3 events"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Slab family: who grows which kmem cache, net of frees, with the kernel call sites,
+//! processes and cgroups; for dentry, negative vs positive growth and the directories the
+//! lookups hit.
+
+mod agent;
+mod args;
+mod config;
+mod hooks;
+mod model;
+
+use aya::Ebpf;
+
+pub use self::args::{Args, Options};
+use crate::{
+    engine::{
+        family::{Agent, AgentContext, Family, Filter},
+        hook::Hook,
+        loader::Global,
+        sink::{Text, View},
+    },
+    error::Error,
+    kernel::Kernel,
+};
+
+struct Slab {
+    opts: Options,
+}
+
+pub fn family(opts: Options) -> Box<dyn Family> {
+    Box::new(Slab { opts })
+}
+
+impl Family for Slab {
+    fn id(&self) -> memtrace_common::Family {
+        memtrace_common::Family::Slab
+    }
+
+    fn hooks(&self, _kernel: &Kernel) -> Vec<Hook> {
+        hooks::hooks(&self.opts)
+    }
+
+    fn globals(&self, kernel: &Kernel, filter: &Filter) -> Vec<Global> {
+        config::globals(kernel, filter, &self.opts)
+    }
+
+    fn map_sizes(&self, _traced: bool) -> Vec<(&'static str, u32)> {
+        config::map_sizes(&self.opts)
+    }
+
+    fn agent(&self, ebpf: &mut Ebpf, ctx: &AgentContext) -> Result<Box<dyn Agent>, Error> {
+        Ok(Box::new(agent::SlabAgent::new(ebpf, ctx.filter.clone(), self.opts.clone())?))
+    }
+
+    fn view(&self) -> Box<dyn View> {
+        Box::new(NoView)
+    }
+
+}
+
+/// TRANSITIONAL: the agent prints its text itself.
+struct NoView;
+
+impl View for NoView {
+    fn record(&mut self, _rec: &serde_json::Value) -> Text {
+        Text::default()
+    }
+}

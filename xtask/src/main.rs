@@ -1,10 +1,7 @@
 //! `cargo xtask <command>`: every command runs `setup` first, so a fresh machine needs
 //! nothing but this repository.
 
-mod bench_oom;
-mod bench_reclaim;
-mod bench_shmem;
-mod bench_slab;
+mod bench;
 mod setup;
 mod test;
 mod util;
@@ -45,15 +42,15 @@ enum Cmd {
 #[derive(Subcommand)]
 enum Bench {
     /// Kernel cost per reclaim stall (bpf_stats) and agent CPU under a memcg reclaim storm.
-    Reclaim(bench_reclaim::Options),
+    Reclaim(bench::reclaim::Options),
     /// Kernel cost per shmem page allocated and freed (bpf_stats), and a tmpfs writer's
     /// wall time with and without tracing.
-    Shmem(bench_shmem::Options),
+    Shmem(bench::shmem::Options),
     /// The oom family: the victim-exit filter on every process exit, and each OOM
     /// decision's stack scan and candidate walk.
-    Oom(bench_oom::Options),
+    Oom(bench::oom::Options),
     /// stat() of a missing path without tracing, under memtrace slab and under bpftrace.
-    Slab(bench_slab::Options),
+    Slab(bench::slab::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,9 +65,9 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
-        Cmd::Bench { family: Bench::Reclaim(opts) } => bench_reclaim::run(opts),
-        Cmd::Bench { family: Bench::Shmem(opts) } => bench_shmem::run(opts),
-        Cmd::Bench { family: Bench::Oom(opts) } => bench_oom::run(opts),
-        Cmd::Bench { family: Bench::Slab(opts) } => bench_slab::run(opts),
+        Cmd::Bench { family: Bench::Reclaim(opts) } => bench::reclaim::run(opts),
+        Cmd::Bench { family: Bench::Shmem(opts) } => bench::shmem::run(opts),
+        Cmd::Bench { family: Bench::Oom(opts) } => bench::oom::run(opts),
+        Cmd::Bench { family: Bench::Slab(opts) } => bench::slab::run(opts),
     }
 }

@@ -63,3 +63,95 @@ pub fn all() -> Vec<Box<dyn Family>> {
         shmem::family(shmem::Options::default()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+    use super::*;
+    use crate::engine::{hook::Strategy, loader::BPF_OBJECT};
+
+    const PROGRAM_KINDS: [&str; 7] =
+        ["tp_btf", "raw_tp", "tracepoint", "kprobe", "kretprobe", "fentry", "fexit"];
+
+    /// Program name -> ELF section name ("tp_btf/mark_victim", "kretprobe/oom_badness").
+    fn program_sections() -> BTreeMap<String, String> {
+        let elf = object::File::parse(BPF_OBJECT).expect("the embedded object is ELF");
+        let mut out = BTreeMap::new();
+        for sym in elf.symbols() {
+            let (Ok(name), Some(idx)) = (sym.name(), sym.section_index()) else { continue };
+            let Ok(section) = elf.section_by_index(idx).and_then(|s| s.name().map(str::to_string)) else {
+                continue;
+            };
+            let kind = section.split('/').next().unwrap_or("");
+            if sym.kind() == object::SymbolKind::Text && PROGRAM_KINDS.contains(&kind) {
+                out.insert(name.to_string(), section);
+            }
+        }
+        out
+    }
+
+    /// The section a candidate's program must sit in.
+    fn expected_section(strategy: Strategy, target: &str) -> String {
+        let kind = match strategy {
+            Strategy::TpBtf => "tp_btf",
+            Strategy::RawTracepoint => "raw_tp",
+            Strategy::Tracepoint => "tracepoint",
+            Strategy::Kprobe => "kprobe",
+            Strategy::Kretprobe => "kretprobe",
+            Strategy::Fentry => "fentry",
+            Strategy::Fexit => "fexit",
+        };
+        format!("{kind}/{}", target.replace(':', "/"))
+    }
+
+    /// The hook tables and the embedded BPF object agree: every candidate's program is
+    /// there, in a section of its strategy's kind and target; every program serves exactly
+    /// one hook.
+    #[test]
+    fn hook_tables_match_the_embedded_object() {
+        let sections = program_sections();
+        let parsed = aya_obj::Object::parse(BPF_OBJECT).expect("aya parses the object");
+        let ours: BTreeSet<&String> = sections.keys().collect();
+        let theirs: BTreeSet<&String> = parsed.programs.keys().collect();
+        assert_eq!(
+            ours.symmetric_difference(&theirs).collect::<Vec<_>>(),
+            Vec::<&&String>::new(),
+            "every program symbol is a program aya sees"
+        );
+        let mut owners: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for f in all() {
+            for h in f.hooks() {
+                for c in &h.candidates {
+                    owners.entry(c.program).or_default().insert(format!("{}/{}", f.name(), h.name));
+                    match sections.get(c.program) {
+                        None => problems.push(format!("{}: no program {}", h.name, c.program)),
+                        Some(s) if *s != expected_section(c.strategy, c.target) => problems.push(format!(
+                            "{}: {} is in section {s}, the {} candidate needs {}",
+                            h.name,
+                            c.program,
+                            c.strategy.name(),
+                            expected_section(c.strategy, c.target)
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        for (program, hooks) in &owners {
+            if hooks.len() != 1 {
+                problems.push(format!("{program} serves several hooks: {hooks:?}"));
+            }
+        }
+        for program in sections.keys() {
+            if !owners.contains_key(program.as_str()) {
+                problems.push(format!("{program} is in the object but no candidate uses it"));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(owners.len() > 50, "{} programs", owners.len());
+    }
+}

@@ -35,8 +35,9 @@ pub trait Family {
         self.id().name()
     }
 
-    /// The family's hooks, each with its candidates best first.
-    fn hooks(&self, kernel: &Kernel) -> Vec<Hook>;
+    /// The family's hooks, each with its candidates best first (all of them: those this
+    /// session's options do not need are marked so).
+    fn hooks(&self) -> Vec<Hook>;
 
     /// The family's BPF globals for this session (set whether or not it is traced).
     fn globals(&self, kernel: &Kernel, filter: &Filter) -> Vec<Global>;

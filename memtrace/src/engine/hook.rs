@@ -72,11 +72,19 @@ impl Candidate {
 pub struct Hook {
     pub name: &'static str,
     pub candidates: Vec<Candidate>,
+    /// False when this session's options make the hook unnecessary: it is neither attached
+    /// nor reported (it still belongs to the family's table).
+    pub needed: bool,
 }
 
 impl Hook {
     pub fn new(name: &'static str, candidates: Vec<Candidate>) -> Hook {
-        Hook { name, candidates }
+        Hook { name, candidates, needed: true }
+    }
+
+    pub fn needed(mut self, needed: bool) -> Hook {
+        self.needed = needed;
+        self
     }
 }
 

@@ -68,7 +68,7 @@ pub fn attach_hooks(
     hooks: &[Hook],
 ) -> Vec<HookOutcome> {
     let mut outcomes = Vec::new();
-    for hook in hooks {
+    for hook in hooks.iter().filter(|h| h.needed) {
         let mut refused = Vec::new();
         let mut chosen = None;
         for c in &hook.candidates {

@@ -92,7 +92,7 @@ pub fn load_and_attach(
     let mut ebpf = loader::load(&btf, &globals, &sizes)?;
     let mut outcomes = Vec::new();
     for f in families.iter().filter(|f| traced.contains(&f.name())) {
-        outcomes.extend(select::attach_hooks(&mut ebpf, &btf, kernel, f.name(), &f.hooks(kernel)));
+        outcomes.extend(select::attach_hooks(&mut ebpf, &btf, kernel, f.name(), &f.hooks()));
     }
     Ok((ebpf, outcomes))
 }

@@ -35,7 +35,7 @@ impl Family for Oom {
         memtrace_common::Family::Oom
     }
 
-    fn hooks(&self, _kernel: &Kernel) -> Vec<Hook> {
+    fn hooks(&self) -> Vec<Hook> {
         hooks::hooks()
     }
 

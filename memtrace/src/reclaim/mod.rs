@@ -36,7 +36,7 @@ impl Family for Reclaim {
         memtrace_common::Family::Reclaim
     }
 
-    fn hooks(&self, _kernel: &Kernel) -> Vec<Hook> {
+    fn hooks(&self) -> Vec<Hook> {
         hooks::hooks()
     }
 

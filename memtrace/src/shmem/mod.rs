@@ -35,7 +35,7 @@ impl Family for Shmem {
         memtrace_common::Family::Shmem
     }
 
-    fn hooks(&self, _kernel: &Kernel) -> Vec<Hook> {
+    fn hooks(&self) -> Vec<Hook> {
         hooks::hooks()
     }
 

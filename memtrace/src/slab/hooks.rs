@@ -57,13 +57,16 @@ pub fn hooks(o: &Options) -> Vec<Hook> {
         TpArg(2, "struct kmem_cache *"), ["call_site", "ptr", "name"], [LAYOUT]);
     free[2].requires.pop();
     let mut v = vec![Hook::new("kmem:kmem_cache_alloc", alloc), Hook::new("kmem:kmem_cache_free", free)];
-    if dirs_via_syscall_hooks(o) {
-        for (hook, program) in PATH_HOOKS {
-            v.push(Hook::new(hook, vec![
+    // Only where the path cannot be read from the syscall's registers at the allocation.
+    let dirs = dirs_via_syscall_hooks(o);
+    for (hook, program) in PATH_HOOKS {
+        v.push(
+            Hook::new(hook, vec![
                 Candidate::new(Strategy::Tracepoint, program, hook)
                     .requires([Check::Fields(hook, &["filename"])]),
-            ]));
-        }
+            ])
+            .needed(dirs),
+        );
     }
     v
 }

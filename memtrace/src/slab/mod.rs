@@ -35,7 +35,7 @@ impl Family for Slab {
         memtrace_common::Family::Slab
     }
 
-    fn hooks(&self, _kernel: &Kernel) -> Vec<Hook> {
+    fn hooks(&self) -> Vec<Hook> {
         hooks::hooks(&self.opts)
     }
 

@@ -69,6 +69,20 @@ pub enum Command {
     /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
     /// chosen strategy or the gap and why.
     Doctor(DoctorArgs),
+    /// Print the text views (or, with --json, the records) of a file of JSON records
+    /// written by --json-file or --json.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A file of JSON lines, one record each.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Print the records as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

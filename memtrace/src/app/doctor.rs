@@ -102,7 +102,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         ok,
     };
     let printed = if json {
-        serde_json::to_value(&report).map_err(std::io::Error::from).and_then(|v| JsonSink.record(None, &v))
+        serde_json::to_value(&report).map_err(std::io::Error::from).and_then(|v| JsonSink::stdout().record(None, &v))
     } else {
         sink::print(&Text::out(render(&report)))
     };

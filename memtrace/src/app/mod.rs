@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod doctor;
 pub mod registry;
+pub mod replay;
 pub mod session;

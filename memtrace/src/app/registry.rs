@@ -23,7 +23,9 @@ pub fn for_command(
     let mut sl = slab::Options::default();
     let mut sh = shmem::Options::default();
     let traced = match cmd {
-        Command::Watch(_) | Command::Doctor(_) => vec!["oom", "reclaim", "slab", "shmem"],
+        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) => {
+            vec!["oom", "reclaim", "slab", "shmem"]
+        }
         Command::Oom(c) => {
             o = c.args.validate()?;
             vec!["oom"]

@@ -24,6 +24,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     let none = IntervalArgs::default();
     let (trace, interval, default): (&TraceArgs, &IntervalArgs, Option<Duration>) = match &cli.command {
         Command::Doctor(d) => return super::doctor::run(&cli.btf, d.json),
+        Command::Replay(r) => return super::replay::run(r),
         Command::Watch(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
         Command::Oom(c) => (&c.trace, &none, None),
         Command::Reclaim(c) => (&c.trace, &c.interval, None),
@@ -33,13 +34,19 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     let (interval, count) = interval.resolve(default)?;
     let filter = trace.filter()?;
     let (families, traced) = registry::for_command(&cli.command, interval, count)?;
-    let sink: Box<dyn Sink> = if trace.json {
-        Box::new(JsonSink)
+    let mut sinks: Vec<Box<dyn Sink>> = vec![if trace.json {
+        Box::new(JsonSink::stdout())
     } else {
         Box::new(TextSink::new(
             families.iter().filter(|f| traced.contains(&f.name())).map(|f| (f.name().to_string(), f.view())),
         ))
-    };
+    }];
+    if let Some(path) = &trace.json_file {
+        let file = JsonSink::file(path).map_err(|e| {
+            Error::Usage(format!("--json-file {}: {e}", path.display()))
+        })?;
+        sinks.push(Box::new(file));
+    }
     let plan = Plan {
         families,
         traced,
@@ -47,7 +54,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         duration: trace.duration,
         interval,
         count,
-        sinks: Sinks::new(vec![sink]),
+        sinks: Sinks::new(sinks),
     };
     let kernel = Kernel::open(&cli.btf)?;
     let rt = tokio::runtime::Builder::new_current_thread()

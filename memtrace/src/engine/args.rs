@@ -27,6 +27,11 @@ pub struct TraceArgs {
     /// hierarchy, e.g. /system.slice, or the full /sys/fs/cgroup/... path).
     #[arg(short = 'c', long, value_name = "PATH")]
     pub cgroup: Option<String>,
+
+    /// Also write every record as JSON lines to FILE (whatever stdout shows); `memtrace
+    /// replay FILE` prints its text views again.
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<std::path::PathBuf>,
 }
 
 impl TraceArgs {

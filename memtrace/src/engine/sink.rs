@@ -145,15 +145,27 @@ impl<'a> Out<'a> {
     }
 }
 
-/// One JSON object per line on stdout, flushed as written (`jq` and files see each at once).
-pub struct JsonSink;
+/// One JSON object per line, flushed as written (`jq` and files see each at once).
+pub struct JsonSink {
+    out: Box<dyn Write>,
+}
+
+impl JsonSink {
+    pub fn stdout() -> JsonSink {
+        JsonSink { out: Box::new(io::stdout()) }
+    }
+
+    /// Into a new file at `path` (truncated when it exists).
+    pub fn file(path: &std::path::Path) -> io::Result<JsonSink> {
+        Ok(JsonSink { out: Box::new(io::BufWriter::new(std::fs::File::create(path)?)) })
+    }
+}
 
 impl Sink for JsonSink {
     fn record(&mut self, _family: Option<&str>, rec: &Value) -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(&mut out, rec).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-        out.flush()
+        serde_json::to_writer(&mut self.out, rec).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
     }
 }
 

@@ -4,7 +4,7 @@
 //! `agents`.
 
 use aya::Ebpf;
-use memtrace_common::{EventKind, Family};
+use memtrace_common::Family;
 
 use crate::{cli::TraceConfig, error::Error, oom, reclaim, shmem, slab, system::Kernel};
 
@@ -28,7 +28,7 @@ impl Global {
 pub trait FamilyAgent {
     fn family(&self) -> Family;
     /// One ring-buffer record of this family; false when it cannot be decoded.
-    fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool;
+    fn record(&mut self, kind: u32, bytes: &[u8]) -> bool;
     /// Called every `--interval` (families with periodic summaries).
     fn interval(&mut self) {}
     /// Called every `run::HOUSEKEEPING` whatever the interval (deadlines, e.g. a record

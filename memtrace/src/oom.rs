@@ -8,9 +8,10 @@ use std::{
 };
 
 use memtrace_common::{
-    EventKind, Family,
+    Family,
     layout::ABSENT,
     oom::{
+        KIND_CANDIDATE, KIND_KILL, KIND_REAPER, KIND_SELECT_DONE,
         CAND_ORIGIN, CAND_PENDING_VICTIM, CAND_POINTS, CAND_SKIP_ADJ_MIN,
         CAND_SKIP_NO_MM, CAND_SKIP_OLD_VICTIM, CAND_SKIP_OOM_SKIP, CAND_SKIP_OTHER,
         CAND_SKIP_VFORK, CONSTRAINT_CPUSET, CONSTRAINT_MEMCG, CONSTRAINT_MEMORY_POLICY,
@@ -960,25 +961,24 @@ impl family::FamilyAgent for Agent {
         Family::Oom
     }
 
-    fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool {
+    fn record(&mut self, kind: u32, bytes: &[u8]) -> bool {
         match kind {
-            EventKind::OomKill => match read_record::<OomKillEvent>(bytes) {
+            KIND_KILL => match read_record::<OomKillEvent>(bytes) {
                 Some(ev) => self.on_kill(&ev),
                 None => return false,
             },
-            EventKind::OomCandidate => match read_record::<OomCandidateEvent>(bytes) {
+            KIND_CANDIDATE => match read_record::<OomCandidateEvent>(bytes) {
                 Some(ev) => self.on_candidate(&ev),
                 None => return false,
             },
-            EventKind::OomReaper => match read_record::<OomReaperEvent>(bytes) {
+            KIND_REAPER => match read_record::<OomReaperEvent>(bytes) {
                 Some(ev) => self.on_reaper(&ev),
                 None => return false,
             },
-            EventKind::OomSelectDone => match read_record::<OomSelectDoneEvent>(bytes) {
+            KIND_SELECT_DONE => match read_record::<OomSelectDoneEvent>(bytes) {
                 Some(ev) => self.on_select_done(&ev),
                 None => return false,
             },
-            #[allow(unreachable_patterns, reason = "other families' kinds")]
             _ => return false,
         }
         self.flush(false);

@@ -14,11 +14,11 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
 };
 use memtrace_common::{
-    EventKind, Family,
+    Family,
     reclaim::{
         Hist, HistKey, KIND_COMPACTION, KIND_DIRECT, KIND_MEMCG, KIND_NODE, KIND_THROTTLE,
         KswapdNode, MAX_NODES, ReclaimConfig, ReclaimStallEvent, STALL_NO_ALLOC_INFO,
-        kind_name,
+        KIND_STALL, kind_name,
     },
 };
 use serde::Serialize;
@@ -828,8 +828,8 @@ impl family::FamilyAgent for Agent {
         Family::Reclaim
     }
 
-    fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool {
-        if kind != EventKind::ReclaimStall {
+    fn record(&mut self, kind: u32, bytes: &[u8]) -> bool {
+        if kind != KIND_STALL {
             return false;
         }
         let Some(r) = decode_stall(bytes, &self.gfp) else { return false };
@@ -889,7 +889,7 @@ mod tests {
         let mut cg = CgroupPath { id: 77, depth: 1, status: CGROUP_COMPLETE, names: [[0; CGROUP_NAME_LEN]; CGROUP_DEPTH] };
         cg.names[0][..3].copy_from_slice(b"job");
         ReclaimStallEvent {
-            header: EventHeader { kind: EventKind::ReclaimStall as u32, cpu: 0, boot_ns: 1 },
+            header: EventHeader { kind: KIND_STALL, cpu: 0, boot_ns: 1 },
             kind,
             flags: 0,
             tid: 11,

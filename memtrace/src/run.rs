@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use memtrace_common::{EventHeader, EventKind, Family, stats};
+use memtrace_common::{EventHeader, Family, event_family, stats};
 use serde::Serialize;
 use tokio::{
     io::unix::AsyncFd,
@@ -196,14 +196,12 @@ fn drain(
     while let Some(item) = ring.next() {
         let bytes: &[u8] = &item;
         let kind = (bytes.len() >= std::mem::size_of::<EventHeader>())
-            .then(|| u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-            .and_then(EventKind::from_u32);
-        let Some(kind) = kind else {
+            .then(|| u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        let Some((kind, family)) = kind.and_then(|k| Some((k, event_family(k)?))) else {
             log::warn!("undecodable record of {} bytes", bytes.len());
             counts.entry("unknown").or_default().undecodable += 1;
             continue;
         };
-        let family = kind.family();
         let c = counts.entry(family.name()).or_default();
         let decoded = agents
             .iter_mut()

@@ -18,11 +18,11 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
 };
 use memtrace_common::{
-    EventKind, Family,
+    Family,
     layout::ABSENT,
     shmem::{
         CpuRuns, DevStats, InodeKey, InodeStats, SHMEM_CPU_RUNS, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN, ShmemConfig,
-        ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats, WriterKey, WriterStats, counter,
+        KIND_TASK, ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats, WriterKey, WriterStats, counter,
     },
 };
 use serde::Serialize;
@@ -929,8 +929,8 @@ impl FamilyAgent for Agent {
         Family::Shmem
     }
 
-    fn record(&mut self, kind: EventKind, bytes: &[u8]) -> bool {
-        if kind != EventKind::ShmemTask || bytes.len() < std::mem::size_of::<ShmemTaskEvent>() {
+    fn record(&mut self, kind: u32, bytes: &[u8]) -> bool {
+        if kind != KIND_TASK || bytes.len() < std::mem::size_of::<ShmemTaskEvent>() {
             return false;
         }
         // SAFETY: length checked; plain data; unaligned read.

@@ -22,7 +22,7 @@ use aya::{
 };
 use clap::Args;
 use memtrace_common::{
-    CgroupPath, EventKind, Family, TASK_COMM_LEN,
+    CgroupPath, Family, TASK_COMM_LEN,
     layout::ABSENT,
     slab::{
         AT_FDCWD, CACHE_NAME_FAILED, CACHE_NAME_LEN, CACHE_SIZE_ONLY, CACHE_SLOTS, CALLER_SLOTS,
@@ -1037,7 +1037,7 @@ impl FamilyAgent for Agent {
     }
 
     /// Nothing is streamed per allocation.
-    fn record(&mut self, _kind: EventKind, _bytes: &[u8]) -> bool {
+    fn record(&mut self, _kind: u32, _bytes: &[u8]) -> bool {
         false
     }
 

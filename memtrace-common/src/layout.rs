@@ -123,6 +123,10 @@ pub struct KernelLayout {
     pub pt_regs_args: [u32; 6],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelLayout {}
+
 impl KernelLayout {
     pub const EMPTY: KernelLayout = KernelLayout {
         valid: 0,

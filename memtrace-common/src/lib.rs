@@ -3,14 +3,24 @@
 //! Everything here is `#[repr(C)]` and plain data: the BPF side writes these structs into
 //! ring-buffer records and maps, the agent reads them back byte for byte. Kinds and
 //! indices are stable numbers; never reorder them.
+//!
+//! One folder per family (`oom`, `reclaim`, `slab`, `shmem`), each with the same files:
+//! `records.rs` (ring-buffer records, their flags and event kinds), `config.rs` (the
+//! family's BPF global and its defaults) and `maps.rs` (map keys, values and names). Each
+//! family's `mod.rs` re-exports all three, so `memtrace_common::oom::OomKillEvent` names a
+//! type wherever it lives. The crate root holds only what every family shares. The
+//! `aya::Pod` impls (feature `user`) sit beside their types.
 #![no_std]
 
+mod event;
 pub mod layout;
 pub mod oom;
 pub mod reclaim;
 pub mod shmem;
 pub mod slab;
 pub mod stats;
+
+pub use event::{EventHeader, Family, event_family, event_kind};
 
 /// Length of `task_struct::comm`.
 pub const TASK_COMM_LEN: usize = 16;
@@ -19,87 +29,6 @@ pub const TASK_COMM_LEN: usize = 16;
 pub const CGROUP_DEPTH: usize = 8;
 /// Bytes per recorded cgroup path component (kernfs node name).
 pub const CGROUP_NAME_LEN: usize = 96;
-
-/// Probe families. The numeric value indexes the stats map.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Oom = 0,
-    Reclaim = 1,
-    Slab = 2,
-    Shmem = 3,
-}
-
-impl Family {
-    pub const ALL: [Family; 4] = [Family::Oom, Family::Reclaim, Family::Slab, Family::Shmem];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Family::Oom => "oom",
-            Family::Reclaim => "reclaim",
-            Family::Slab => "slab",
-            Family::Shmem => "shmem",
-        }
-    }
-}
-
-/// Ring-buffer record kinds.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    OomKill = 1,
-    OomCandidate = 2,
-    OomReaper = 3,
-    OomSelectDone = 4,
-    /// A reclaim stall at or above --min-latency (`reclaim::ReclaimStallEvent`).
-    ReclaimStall = 10,
-    /// Shmem: a task seen adding shmem pages for the first time (`shmem::ShmemTaskEvent`).
-    ShmemTask = 30,
-}
-
-impl EventKind {
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            1 => Some(EventKind::OomKill),
-            2 => Some(EventKind::OomCandidate),
-            3 => Some(EventKind::OomReaper),
-            4 => Some(EventKind::OomSelectDone),
-            10 => Some(EventKind::ReclaimStall),
-            30 => Some(EventKind::ShmemTask),
-            _ => None,
-        }
-    }
-
-    pub const fn family(self) -> Family {
-        match self {
-            EventKind::OomKill
-            | EventKind::OomCandidate
-            | EventKind::OomReaper
-            | EventKind::OomSelectDone => Family::Oom,
-            EventKind::ReclaimStall => Family::Reclaim,
-            EventKind::ShmemTask => Family::Shmem,
-        }
-    }
-}
-
-/// TRANSITIONAL (replaced by the per-family kind encoding): the family of a record kind.
-pub const fn event_family(kind: u32) -> Option<Family> {
-    match EventKind::from_u32(kind) {
-        Some(k) => Some(k.family()),
-        None => None,
-    }
-}
-
-/// First bytes of every ring-buffer record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct EventHeader {
-    /// An [`EventKind`].
-    pub kind: u32,
-    pub cpu: u32,
-    /// `bpf_ktime_get_boot_ns()` at the event.
-    pub boot_ns: u64,
-}
 
 /// A memory-cgroup path read in BPF by walking kernfs nodes up from the cgroup.
 ///
@@ -117,38 +46,69 @@ pub struct CgroupPath {
     pub names: [[u8; CGROUP_NAME_LEN]; CGROUP_DEPTH],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CgroupPath {}
+
 pub const CGROUP_COMPLETE: u32 = 0;
 pub const CGROUP_TRUNCATED: u32 = 1;
 pub const CGROUP_READ_FAILED: u32 = 2;
 /// No layout was available to read the cgroup (coverage gap, reported by doctor).
 pub const CGROUP_UNAVAILABLE: u32 = 3;
 
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
-    unsafe impl aya::Pod for super::layout::KernelLayout {}
-    unsafe impl aya::Pod for super::oom::OomConfig {}
-    unsafe impl aya::Pod for super::reclaim::ReclaimConfig {}
-    unsafe impl aya::Pod for super::reclaim::HistKey {}
-    unsafe impl aya::Pod for super::reclaim::Hist {}
-    unsafe impl aya::Pod for super::reclaim::KswapdNode {}
-    unsafe impl aya::Pod for super::shmem::ShmemConfig {}
-    unsafe impl aya::Pod for super::shmem::InodeKey {}
-    unsafe impl aya::Pod for super::shmem::InodeStats {}
-    unsafe impl aya::Pod for super::shmem::WriterKey {}
-    unsafe impl aya::Pod for super::shmem::WriterStats {}
-    unsafe impl aya::Pod for super::shmem::TaskStats {}
-    unsafe impl aya::Pod for super::shmem::DevStats {}
-    unsafe impl aya::Pod for super::shmem::CpuRuns {}
-    unsafe impl aya::Pod for super::CgroupPath {}
-    unsafe impl aya::Pod for super::slab::SlabConfig {}
-    unsafe impl aya::Pod for super::slab::CacheInfo {}
-    unsafe impl aya::Pod for super::slab::CacheCounters {}
-    unsafe impl aya::Pod for super::slab::CallerKey {}
-    unsafe impl aya::Pod for super::slab::CallerCounts {}
-    unsafe impl aya::Pod for super::slab::PathArg {}
-    unsafe impl aya::Pod for super::slab::DirKey {}
-    unsafe impl aya::Pod for super::slab::FilterState {}
-    unsafe impl aya::Pod for super::slab::CacheSlot {}
-    unsafe impl aya::Pod for super::slab::CallerSlot {}
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::{collections::BTreeSet, fs, path::Path, string::String, vec::Vec};
+
+    use crate::{oom, reclaim, shmem, slab};
+
+    /// The `#[map(name = "...")]` names and the `#[unsafe(no_mangle)] static` globals
+    /// declared in one family's folder of the BPF crate.
+    fn bpf_declarations(family: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../memtrace-ebpf/src").join(family);
+        let (mut maps, mut globals) = (BTreeSet::new(), BTreeSet::new());
+        let mut files: Vec<_> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            let lines: Vec<&str> = text.lines().map(str::trim).collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.starts_with("#[map") {
+                    let name = line
+                        .strip_prefix("#[map(name = \"")
+                        .and_then(|s| s.strip_suffix("\")]"))
+                        .unwrap_or_else(|| panic!("{}: a map without a name: {line}", f.display()));
+                    assert!(maps.insert(name.into()), "{name} declared twice");
+                }
+                if *line == "#[unsafe(no_mangle)]" {
+                    if let Some(rest) = lines.get(i + 1).and_then(|l| l.strip_prefix("static ")) {
+                        globals.insert(rest.split(':').next().unwrap().trim().into());
+                    }
+                }
+            }
+        }
+        (maps, globals)
+    }
+
+    #[test]
+    fn map_and_global_names_match_the_bpf_declarations() {
+        let families: [(&str, &[&str], &str); 4] = [
+            ("oom", oom::MAP_NAMES, oom::OOM_CONFIG),
+            ("reclaim", reclaim::MAP_NAMES, reclaim::RECLAIM_CONFIG),
+            ("slab", slab::MAP_NAMES, slab::SLAB_CONFIG),
+            ("shmem", shmem::MAP_NAMES, shmem::SHMEM_CONFIG),
+        ];
+        for (family, names, global) in families {
+            let (maps, globals) = bpf_declarations(family);
+            let want: BTreeSet<String> = names.iter().map(|n| String::from(*n)).collect();
+            assert_eq!(want.len(), names.len(), "{family}: a name listed twice");
+            assert_eq!(maps, want, "{family}: BPF maps vs {family}::MAP_NAMES");
+            assert_eq!(globals, BTreeSet::from([String::from(global)]), "{family}: BPF globals");
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! Per-family counters kept by BPF in the per-CPU array `STATS`, indexed by
 //! `family * SLOTS + slot`. The agent sums the CPUs and reports them on exit.
 
+/// The per-CPU counter array and the ring buffer every family shares.
+pub const STATS_MAP: &str = "STATS";
+pub const EVENTS_MAP: &str = "EVENTS";
+
 /// Counter slots per family.
 pub const SLOTS: u32 = 4;
 /// Events the hook saw (after filtering).

@@ -1,14 +1,17 @@
-//! memtrace BPF programs. One module per probe family; each program is a thin wrapper
-//! around a `try_*` function whose failures are counted in `STATS`, never lost silently.
+//! memtrace BPF programs. One folder per probe family, each with the same files: `hooks.rs`
+//! (the programs: thin wrappers that read their arguments and call the family's bodies),
+//! `model.rs` and its siblings (the bodies), `maps.rs` (the family's maps) and `config.rs`
+//! (its loader-set global). `shared/` holds what every family uses: kernel reads through
+//! the BTF-resolved layout, the ring buffer and counters, record headers. Failures are
+//! counted in `STATS`, never lost silently.
 #![no_std]
 #![no_main]
 // Inline assembly for atomic adds on shared map values (the bpf target has no core atomics).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
-mod kernel;
-mod maps;
 mod oom;
 mod reclaim;
+mod shared;
 mod shmem;
 mod slab;
 

@@ -156,4 +156,19 @@ mod tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(owners.len() > 50, "{} programs", owners.len());
     }
+
+    /// Every map-name constant names a map of the object, and every map of the object has
+    /// a constant (the agents open maps by these names).
+    #[test]
+    fn map_name_constants_match_the_embedded_object() {
+        use memtrace_common::{oom, reclaim, shmem, slab, stats};
+        let parsed = aya_obj::Object::parse(BPF_OBJECT).expect("aya parses the object");
+        let in_object: BTreeSet<&str> =
+            parsed.maps.keys().map(String::as_str).filter(|m| !m.starts_with('.')).collect();
+        let mut constants: BTreeSet<&str> = [stats::EVENTS_MAP, stats::STATS_MAP].into();
+        for names in [oom::MAP_NAMES, reclaim::MAP_NAMES, slab::MAP_NAMES, shmem::MAP_NAMES] {
+            constants.extend(names.iter().copied());
+        }
+        assert_eq!(constants, in_object);
+    }
 }

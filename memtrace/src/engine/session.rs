@@ -122,8 +122,8 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
             why.join(", ")
         )));
     }
-    let ring: RingBuf<MapData> = loader::take_map(&mut ebpf, "EVENTS")?;
-    let stats_map: PerCpuArray<MapData, u64> = loader::take_map(&mut ebpf, "STATS")?;
+    let ring: RingBuf<MapData> = loader::take_map(&mut ebpf, stats::EVENTS_MAP)?;
+    let stats_map: PerCpuArray<MapData, u64> = loader::take_map(&mut ebpf, stats::STATS_MAP)?;
     let ctx = AgentContext { kernel: &kernel, filter: &filter };
     let mut agents = Vec::new();
     for f in families.iter().filter(|f| attached.iter().any(|a| a.family == f.name())) {

@@ -8,7 +8,6 @@ use std::{
 };
 
 use memtrace_common::{
-    EventKind,
     oom::{
         CAND_ORIGIN, CAND_PENDING_VICTIM, CAND_POINTS, CAND_SKIP_ADJ_MIN,
         CAND_SKIP_NO_MM, CAND_SKIP_OLD_VICTIM, CAND_SKIP_OOM_SKIP, CAND_SKIP_OTHER,
@@ -18,7 +17,7 @@ use memtrace_common::{
         OOM_D_EXITING_AT_SEND, OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_WALK_TRUNCATED,
         OOM_HAVE_MM, OOM_HAVE_TASK, OOM_METHOD_FEXIT, OOM_METHOD_KRETPROBE, OOM_METHOD_WALK,
         OOM_NO_MM, OomCandidateEvent, OomKillEvent, OomReaperEvent,
-        OomSelectDoneEvent, REAPER_EXIT, REAPER_FINISH, REAPER_SKIP, REAPER_START, REAPER_WAKE,
+        OomSelectDoneEvent, KIND_CANDIDATE, KIND_KILL, KIND_REAPER, KIND_SELECT_DONE, REAPER_EXIT, REAPER_FINISH, REAPER_SKIP, REAPER_START, REAPER_WAKE,
     },
 };
 
@@ -767,24 +766,20 @@ fn reaper_summary(tracks: &[Track]) -> Reaper {
 
 impl Agent for OomAgent {
     fn record(&mut self, kind: u32, bytes: &[u8], out: &mut Out) -> bool {
-        const KILL: u32 = EventKind::OomKill as u32;
-        const CANDIDATE: u32 = EventKind::OomCandidate as u32;
-        const REAPER: u32 = EventKind::OomReaper as u32;
-        const SELECT_DONE: u32 = EventKind::OomSelectDone as u32;
         match kind {
-            KILL => match read_record::<OomKillEvent>(bytes) {
+            KIND_KILL => match read_record::<OomKillEvent>(bytes) {
                 Some(ev) => self.on_kill(&ev),
                 None => return false,
             },
-            CANDIDATE => match read_record::<OomCandidateEvent>(bytes) {
+            KIND_CANDIDATE => match read_record::<OomCandidateEvent>(bytes) {
                 Some(ev) => self.on_candidate(&ev),
                 None => return false,
             },
-            REAPER => match read_record::<OomReaperEvent>(bytes) {
+            KIND_REAPER => match read_record::<OomReaperEvent>(bytes) {
                 Some(ev) => self.on_reaper(&ev),
                 None => return false,
             },
-            SELECT_DONE => match read_record::<OomSelectDoneEvent>(bytes) {
+            KIND_SELECT_DONE => match read_record::<OomSelectDoneEvent>(bytes) {
                 Some(ev) => self.on_select_done(&ev),
                 None => return false,
             },

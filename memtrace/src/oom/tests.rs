@@ -16,9 +16,9 @@ use crate::{
 };
 
 /// One ring-buffer record into the agent (what it emits is dropped).
-fn rec(a: &mut OomAgent, kind: EventKind, b: &[u8]) -> bool {
+fn rec(a: &mut OomAgent, kind: u32, b: &[u8]) -> bool {
     let mut sinks = Sinks::default();
-    a.record(kind as u32, b, &mut Out::new("oom", &mut sinks))
+    a.record(kind, b, &mut Out::new("oom", &mut sinks))
 }
 
 const PAGE: i64 = 4;
@@ -70,7 +70,7 @@ const TOTALPAGES: u64 = 32_768;
 /// the stack, candidates by the walk.
 fn kill_event() -> OomKillEvent {
     OomKillEvent {
-        header: EventHeader { kind: EventKind::OomKill as u32, cpu: 1, boot_ns: 5_000_000 },
+        header: EventHeader { kind: KIND_KILL, cpu: 1, boot_ns: 5_000_000 },
         flags: OOM_HAVE_TASK | OOM_HAVE_MM,
         victim_pid: 100,
         victim_tgid: 100,
@@ -113,7 +113,7 @@ fn cand(pid: u32, name: &str, anon: i64, adj: i32, flags: u32) -> OomCandidateEv
     let rss = anon + 460;
     let points = rss + 20 + i64::from(adj) * (TOTALPAGES / 1000) as i64;
     OomCandidateEvent {
-        header: EventHeader { kind: EventKind::OomCandidate as u32, cpu: 1, boot_ns: 4_999_000 },
+        header: EventHeader { kind: KIND_CANDIDATE, cpu: 1, boot_ns: 4_999_000 },
         decision: DECISION,
         points: if flags & CAND_POINTS != 0 { points } else { 0 },
         totalpages: TOTALPAGES,
@@ -146,9 +146,9 @@ fn assembled() -> OomAgent {
         cand(300, "small", 2048, 0, CAND_POINTS),
         cand(400, "protected", 50_000, -1000, CAND_SKIP_ADJ_MIN),
     ] {
-        assert!(rec(&mut a, EventKind::OomCandidate, &bytes(&c)));
+        assert!(rec(&mut a, KIND_CANDIDATE, &bytes(&c)));
     }
-    assert!(rec(&mut a, EventKind::OomKill, &bytes(&kill_event())));
+    assert!(rec(&mut a, KIND_KILL, &bytes(&kill_event())));
     a
 }
 
@@ -189,8 +189,8 @@ fn decodes_the_kill_record() {
 #[test]
 fn short_records_are_rejected() {
     let mut a = OomAgent::new(cfg(), Options::default(), env());
-    assert!(!rec(&mut a, EventKind::OomKill, &bytes(&kill_event())[..100]));
-    assert!(!rec(&mut a, EventKind::OomCandidate, &[0; 8]));
+    assert!(!rec(&mut a, KIND_KILL, &bytes(&kill_event())[..100]));
+    assert!(!rec(&mut a, KIND_CANDIDATE, &[0; 8]));
     assert!(a.pending.is_empty());
 }
 
@@ -236,25 +236,25 @@ fn exact_candidates_and_select_done() {
     // A selection that killed nothing: its candidates are dropped at out_of_memory's end.
     let mut c = cand(1, "x", 10, 0, CAND_POINTS | CAND_EXACT);
     c.decision = 1;
-    rec(&mut a, EventKind::OomCandidate, &bytes(&c));
+    rec(&mut a, KIND_CANDIDATE, &bytes(&c));
     assert!(a.candidates.contains_key(&1));
     let done = OomSelectDoneEvent {
-        header: EventHeader { kind: EventKind::OomSelectDone as u32, cpu: 0, boot_ns: 1 },
+        header: EventHeader { kind: KIND_SELECT_DONE, cpu: 0, boot_ns: 1 },
         decision: 1,
         calls: 1,
         emitted: 1,
         dropped: 0,
         ret: 1,
     };
-    assert!(rec(&mut a, EventKind::OomSelectDone, &bytes(&done)));
+    assert!(rec(&mut a, KIND_SELECT_DONE, &bytes(&done)));
     assert!(!a.candidates.contains_key(&1));
 
     let mut ev = kill_event();
     ev.method = OOM_METHOD_FEXIT;
     ev.dflags = OOM_D_OC_ENTRY | OOM_D_HAVE_OC | OOM_D_HAVE_CHOSEN_POINTS;
     let c = cand(100, "victim", 4096, 900, CAND_POINTS | CAND_EXACT);
-    rec(&mut a, EventKind::OomCandidate, &bytes(&c));
-    rec(&mut a, EventKind::OomKill, &bytes(&ev));
+    rec(&mut a, KIND_CANDIDATE, &bytes(&c));
+    rec(&mut a, KIND_KILL, &bytes(&ev));
     let k = &a.pending[0].kill;
     let m = k.candidates_method.as_ref().unwrap();
     assert_eq!((m.method, m.exact), ("oom_badness fexit", true));
@@ -270,7 +270,7 @@ fn group_members_join_their_decision() {
     m.victim_tgid = 500;
     m.victim_comm = comm("sibling");
     m.dflags |= OOM_D_GROUP_MEMBER;
-    assert!(rec(&mut a, EventKind::OomKill, &bytes(&m)));
+    assert!(rec(&mut a, KIND_KILL, &bytes(&m)));
     assert_eq!(a.pending.len(), 1, "one decision");
     let k = &a.pending[0].kill;
     assert_eq!(k.group_kills.len(), 1);
@@ -291,7 +291,7 @@ fn group_members_join_their_decision() {
 
 fn reaper_event(pid: u32, phase: u32, ns: u64) -> OomReaperEvent {
     OomReaperEvent {
-        header: EventHeader { kind: EventKind::OomReaper as u32, cpu: 0, boot_ns: ns },
+        header: EventHeader { kind: KIND_REAPER, cpu: 0, boot_ns: ns },
         decision: DECISION,
         pid,
         phase,

@@ -13,10 +13,9 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
 };
 use memtrace_common::{
-    EventKind,
     reclaim::{
         Hist, HistKey, KIND_COMPACTION, KIND_DIRECT, KIND_MEMCG, KIND_NODE, KIND_THROTTLE,
-        KswapdNode, MAX_NODES, ReclaimStallEvent, STALL_NO_ALLOC_INFO, kind_name,
+        KIND_STALL, KswapdNode, MAX_NODES, ReclaimStallEvent, STALL_NO_ALLOC_INFO, kind_name,
     },
 };
 use serde::Serialize;
@@ -672,7 +671,7 @@ fn render_stall(r: &StallRecord, ms: bool) -> String {
 
 impl Agent for ReclaimAgent {
     fn record(&mut self, kind: u32, bytes: &[u8], out: &mut Out) -> bool {
-        if kind != EventKind::ReclaimStall as u32 {
+        if kind != KIND_STALL {
             return false;
         }
         let Some(r) = decode_stall(bytes, &self.gfp) else { return false };
@@ -732,7 +731,7 @@ mod tests {
         let mut cg = CgroupPath { id: 77, depth: 1, status: CGROUP_COMPLETE, names: [[0; CGROUP_NAME_LEN]; CGROUP_DEPTH] };
         cg.names[0][..3].copy_from_slice(b"job");
         ReclaimStallEvent {
-            header: EventHeader { kind: EventKind::ReclaimStall as u32, cpu: 0, boot_ns: 1 },
+            header: EventHeader { kind: KIND_STALL, cpu: 0, boot_ns: 1 },
             kind,
             flags: 0,
             tid: 11,

@@ -14,9 +14,8 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
 };
 use memtrace_common::{
-    EventKind,
     shmem::{
-        CpuRuns, DevStats, InodeKey, InodeStats, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN,
+        CpuRuns, DevStats, InodeKey, InodeStats, KIND_TASK, RT_ALLOC_EXACT_SEEN, RT_NR_SHMEM_SEEN,
         SHMEM_CPU_RUNS, ShmemTaskEvent, TASK_FROM_NR_SHMEM, TaskStats, WriterKey, WriterStats,
         counter,
     },
@@ -793,7 +792,7 @@ pub fn render_text(
 
 impl Agent for ShmemAgent {
     fn record(&mut self, kind: u32, bytes: &[u8], _out: &mut Out) -> bool {
-        if kind != EventKind::ShmemTask as u32 {
+        if kind != KIND_TASK {
             return false;
         }
         let Some(ev) = decode::<ShmemTaskEvent>(bytes) else { return false };

@@ -1,30 +1,32 @@
-//! Shmem / tmpfs attribution: kernel maps keyed by (superblock, inode) and by writer, plus
-//! the records and configuration the shmem programs share with the agent.
-//!
-//! Where the numbers come from (strategies are chosen per kernel in the agent's hooks.rs):
-//! - Allocation, exact: fexit/kprobe on `shmem_add_to_page_cache` (or kretprobe on
-//!   `shmem_alloc_and_add_folio`), in the allocating task's context, with the folio and its
-//!   mapping (hence inode and superblock).
-//! - Allocation, fallback: `pagemap:mm_lru_insertion` for folios that are file-backed and
-//!   swap-backed (shmem). The file is exact (folio->mapping->host); the task is not, because
-//!   new folios wait in a per-CPU batch and reach the LRU when the batch is drained, by
-//!   whichever task fills it (or a kworker). When `memcg:mod_memcg_lruvec_state` (item
-//!   NR_SHMEM) is available, it runs in the allocator's context and queues (task, pages) runs
-//!   per CPU; LRU insertions consume those runs in order, which names the allocator exactly
-//!   as long as the batch is not shared with re-inserted folios (migration, isolation).
-//! - Free: `filemap:mm_filemap_delete_from_page_cache`, in the freeing task's context.
-//!
-//! Known limits (stated in the reports' accuracy record and doctor's gap texts):
-//! - Up to one per-CPU LRU batch (31 folios per CPU) can wait to be drained: with the LRU
-//!   strategy those pages are attributed when the batch drains, or at their free.
-//! - Swap is not modelled (the development machines have none): a shmem page written to
-//!   swap leaves the page cache without a delete event, so it stays live here (it still
-//!   belongs to the file) while /proc/meminfo Shmem drops; swapping it back in counts it
-//!   again.
-//! - khugepaged collapsing small shmem pages into a huge page replaces them without the
-//!   events above; the huge page's eventual free is counted in full.
+//! The shmem family's maps: per inode, per (inode, writer), per task and per superblock,
+//! the per-CPU allocator runs and accounting counters, and the maps' names.
 
 use crate::TASK_COMM_LEN;
+
+// Map names (the agent opens them by name). The BPF side's `#[map(name = "...")]` repeats
+// these literals; a unit test (lib.rs) checks the two lists against each other.
+pub const SHMEM_INODES: &str = "SHMEM_INODES";
+pub const SHMEM_WRITERS: &str = "SHMEM_WRITERS";
+pub const SHMEM_TASKS: &str = "SHMEM_TASKS";
+pub const SHMEM_DEVS: &str = "SHMEM_DEVS";
+pub const SHMEM_CPU: &str = "SHMEM_CPU";
+pub const SHMEM_COUNTERS: &str = "SHMEM_COUNTERS";
+pub const SHMEM_RUNTIME: &str = "SHMEM_RUNTIME";
+pub const SHMEM_FOLIOS: &str = "SHMEM_FOLIOS";
+pub const SHMEM_SCRATCH: &str = "SHMEM_SCRATCH";
+
+/// Every map of the family.
+pub const MAP_NAMES: &[&str] = &[
+    SHMEM_INODES,
+    SHMEM_WRITERS,
+    SHMEM_TASKS,
+    SHMEM_DEVS,
+    SHMEM_CPU,
+    SHMEM_COUNTERS,
+    SHMEM_RUNTIME,
+    SHMEM_FOLIOS,
+    SHMEM_SCRATCH,
+];
 
 /// Bytes of the inode's dentry name kept per inode (memfd:NAME, SYSV0000abcd, dev/zero, or
 /// the file's last path component).
@@ -56,6 +58,10 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for InodeKey {}
+
 /// Per inode: pages the kernel added to and removed from its page cache while traced.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -69,6 +75,10 @@ pub struct InodeStats {
     pub name: [u8; SHMEM_NAME_LEN],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for InodeStats {}
+
 /// Key of the per-(inode, writer) map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +87,10 @@ pub struct WriterKey {
     pub tgid: u32,
     pub ino: u64,
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for WriterKey {}
 
 /// How a writer was identified (`WriterStats::how`).
 pub const HOW_EXACT: u32 = 1;
@@ -100,6 +114,10 @@ pub struct WriterStats {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for WriterStats {}
+
 /// Per task (tgid): shmem pages added (and removed) in its context. Filled from the memcg
 /// NR_SHMEM tracepoint when present, else by the allocation hook.
 #[repr(C)]
@@ -116,6 +134,10 @@ pub struct TaskStats {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TaskStats {}
+
 pub const TASK_FROM_NR_SHMEM: u32 = 1;
 pub const TASK_FROM_ALLOC_HOOK: u32 = 2;
 
@@ -127,6 +149,10 @@ pub struct DevStats {
     /// Pages freed from inodes memtrace never saw allocating: allocated before it started.
     pub unseen_freed_pages: u64,
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DevStats {}
 
 /// One allocator run waiting for its folios to reach the LRU.
 #[repr(C)]
@@ -147,6 +173,10 @@ pub struct CpuRuns {
     pub len: u32,
     pub runs: [CpuRun; SHMEM_CPU_RUNS],
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CpuRuns {}
 
 /// Indexes of the per-CPU `SHMEM_COUNTERS` array (accuracy bookkeeping).
 pub mod counter {
@@ -179,57 +209,3 @@ pub mod counter {
 /// the programs themselves when they first run.
 pub const RT_NR_SHMEM_SEEN: u32 = 1;
 pub const RT_ALLOC_EXACT_SEEN: u32 = 2;
-
-/// Global `SHMEM_CONFIG`: classic-tracepoint field offsets (tracefs formats) and
-/// kernel constants. `u32::MAX` where absent.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShmemConfig {
-    /// enum node_stat_item NR_SHMEM.
-    pub nr_shmem_item: u32,
-    /// pagemap:mm_lru_insertion: `folio` (or `page`) and `flags` offsets, and the flag bits
-    /// the tracepoint uses for anonymous, swap-cache and swap-backed folios.
-    pub lru_folio_off: u32,
-    pub lru_flags_off: u32,
-    pub lru_flag_anon: u32,
-    pub lru_flag_swapcache: u32,
-    pub lru_flag_swapbacked: u32,
-    /// filemap:mm_filemap_delete_from_page_cache: `s_dev`, `i_ino`, `order` offsets.
-    pub del_dev_off: u32,
-    pub del_ino_off: u32,
-    pub del_order_off: u32,
-    /// memcg:mod_memcg_lruvec_state: `id`, `item`, `val` offsets.
-    pub memcg_id_off: u32,
-    pub memcg_item_off: u32,
-    pub memcg_val_off: u32,
-}
-
-impl ShmemConfig {
-    pub const DEFAULT: ShmemConfig = ShmemConfig {
-        nr_shmem_item: u32::MAX,
-        lru_folio_off: 8,
-        lru_flags_off: 32,
-        lru_flag_anon: 0x2,
-        lru_flag_swapcache: 0x8,
-        lru_flag_swapbacked: 0x10,
-        del_dev_off: 32,
-        del_ino_off: 16,
-        del_order_off: 36,
-        memcg_id_off: 8,
-        memcg_item_off: 16,
-        memcg_val_off: 20,
-    };
-}
-
-/// Ring-buffer record: a task seen adding shmem pages for the first time, with its memory
-/// cgroup path read in BPF (the cgroup may be gone by the time the agent looks).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ShmemTaskEvent {
-    pub header: crate::EventHeader,
-    pub tgid: u32,
-    pub pid: u32,
-    pub cgroup_id: u64,
-    pub comm: [u8; TASK_COMM_LEN],
-    pub cgroup: crate::CgroupPath,
-}

@@ -1,27 +1,40 @@
 //! Kernel struct access through offsets resolved from BTF by the agent (global `LAYOUT`).
 //! Nothing else in the BPF crate knows a kernel layout.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes,
+};
 use memtrace_common::{
     CGROUP_COMPLETE, CGROUP_DEPTH, CGROUP_READ_FAILED, CGROUP_TRUNCATED, CGROUP_UNAVAILABLE,
     CgroupPath, TASK_COMM_LEN,
     layout::{ABSENT, KernelLayout},
 };
 
+use super::emit::get;
+
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = KernelLayout::EMPTY;
 
-/// The layout, read volatile so the compiler cannot fold the placeholder in.
+/// The layout; read its members with [`get`] so the compiler cannot fold the placeholder
+/// in.
 #[inline(always)]
 pub fn layout() -> &'static KernelLayout {
     // SAFETY: a static that the loader rewrites before load; never written at run time.
     unsafe { &*core::ptr::addr_of!(LAYOUT) }
 }
 
+/// The current task (`bpf_get_current_task`).
 #[inline(always)]
-pub fn get(off: &u32) -> u32 {
-    // SAFETY: reading our own static.
-    unsafe { core::ptr::read_volatile(off) }
+pub fn current_task() -> *const u8 {
+    // SAFETY: plain helper.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// The current task's process id (thread group id).
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 /// Reads a `T` at `base + off` from kernel memory.
@@ -47,19 +60,62 @@ pub fn task_comm(task: *const u8, out: &mut [u8; TASK_COMM_LEN]) -> Result<(), i
     Ok(())
 }
 
+/// `task->cgroups`: the task's css_set.
+#[inline(always)]
+pub fn task_css_set(task: *const u8) -> Result<*const u8, i64> {
+    read_ptr(task, get(&layout().task_cgroups))
+}
+
+/// The css of the memory cgroup in a css_set, `cset->subsys[memory_cgrp_id]`, or its
+/// default-hierarchy cgroup (`cset->dfl_cgrp`) when the kernel has no memory controller.
+#[inline(always)]
+pub fn css_set_memcg(cset: *const u8) -> Result<*const u8, i64> {
+    let l = layout();
+    let memcg_id = get(&l.memory_cgrp_id);
+    if memcg_id != ABSENT {
+        read_ptr(cset, get(&l.css_set_subsys).wrapping_add(memcg_id.wrapping_mul(8)))
+    } else {
+        read_ptr(cset, get(&l.css_set_dfl_cgrp))
+    }
+}
+
+/// The cgroup of a css returned by [`css_set_memcg`]: `css->cgroup`, or the css itself
+/// when it already is a cgroup (no memory controller).
+#[inline(always)]
+pub fn css_cgroup(css: *const u8) -> Result<*const u8, i64> {
+    let l = layout();
+    if get(&l.memory_cgrp_id) != ABSENT { read_ptr(css, get(&l.css_cgroup)) } else { Ok(css) }
+}
+
 /// The memory cgroup a task is charged to: `task->cgroups->subsys[memory_cgrp_id]->cgroup`,
 /// or the default-hierarchy cgroup when the kernel has no memory controller.
 #[inline(always)]
 pub fn task_memcg(task: *const u8) -> Result<*const u8, i64> {
-    let l = layout();
-    let cset = read_ptr(task, get(&l.task_cgroups))?;
-    let memcg_id = get(&l.memory_cgrp_id);
-    if memcg_id != ABSENT {
-        let css = read_ptr(cset, get(&l.css_set_subsys).wrapping_add(memcg_id * 8))?;
-        read_ptr(css, get(&l.css_cgroup))
-    } else {
-        read_ptr(cset, get(&l.css_set_dfl_cgrp))
+    css_cgroup(css_set_memcg(task_css_set(task)?)?)
+}
+
+/// Fills `out` with the path of `task`'s memory cgroup; an empty path marked
+/// `CGROUP_UNAVAILABLE` (and false) when its cgroup cannot be read.
+#[inline(always)]
+pub fn task_cgroup_path(task: *const u8, out: &mut CgroupPath) -> bool {
+    match task_memcg(task) {
+        Ok(cg) => {
+            cgroup_path(cg, out);
+            true
+        }
+        Err(_) => {
+            cgroup_unavailable(out);
+            false
+        }
     }
+}
+
+/// An empty path marked `CGROUP_UNAVAILABLE`.
+#[inline(always)]
+pub fn cgroup_unavailable(out: &mut CgroupPath) {
+    out.depth = 0;
+    out.id = 0;
+    out.status = CGROUP_UNAVAILABLE;
 }
 
 /// Fills `out` with the path of `cgrp` by walking kernfs parents.

@@ -1,17 +1,49 @@
-//! Slab family: kmem_cache_alloc / kmem_cache_free aggregated in the kernel, per cache and
-//! per cache x call site x process x memory cgroup. Nothing is streamed per allocation; the
-//! agent reads these maps every interval.
-//!
-//! A *cache key* identifies a cache in the maps. With the BTF/raw tracepoints it is the
-//! `struct kmem_cache *` itself; the classic tracepoint passes only the name, so its keys
-//! are a hash of the name with [`KEY_NAME_HASH`] set (or, on kernels whose classic
-//! kmem_cache_alloc has no name at all, the object size with [`KEY_SIZE_ONLY`]). The agent
-//! merges keys by cache name.
+//! The slab family's maps: cache keys, per-cache and per-caller counters, the `--live`
+//! and directory maps, and the maps' names.
+
+use super::MAX_FILTER;
+
+// Map names (the agent opens them by name). The BPF side's `#[map(name = "...")]` repeats
+// these literals; a unit test (lib.rs) checks the two lists against each other.
+pub const SLAB_CACHE_INFO: &str = "SLAB_CACHE_INFO";
+pub const SLAB_CACHE_SLOTS: &str = "SLAB_CACHE_SLOTS";
+pub const SLAB_CALLER_SLOTS: &str = "SLAB_CALLER_SLOTS";
+pub const SLAB_CACHE_COUNTS: &str = "SLAB_CACHE_COUNTS";
+pub const SLAB_CALLERS: &str = "SLAB_CALLERS";
+pub const SLAB_COMMS: &str = "SLAB_COMMS";
+pub const SLAB_CGROUPS: &str = "SLAB_CGROUPS";
+pub const SLAB_LIVE: &str = "SLAB_LIVE";
+pub const SLAB_DIR_THREAD: &str = "SLAB_DIR_THREAD";
+pub const SLAB_DIRS: &str = "SLAB_DIRS";
+pub const SLAB_FILTER: &str = "SLAB_FILTER";
+pub const SLAB_STATS: &str = "SLAB_STATS";
+pub const SLAB_DIR_SCRATCH: &str = "SLAB_DIR_SCRATCH";
+pub const SLAB_KEY_SCRATCH: &str = "SLAB_KEY_SCRATCH";
+pub const SLAB_MEMCG_CACHE: &str = "SLAB_MEMCG_CACHE";
+pub const SLAB_CG_SCRATCH: &str = "SLAB_CG_SCRATCH";
+
+/// Every map of the family.
+pub const MAP_NAMES: &[&str] = &[
+    SLAB_CACHE_INFO,
+    SLAB_CACHE_SLOTS,
+    SLAB_CALLER_SLOTS,
+    SLAB_CACHE_COUNTS,
+    SLAB_CALLERS,
+    SLAB_COMMS,
+    SLAB_CGROUPS,
+    SLAB_LIVE,
+    SLAB_DIR_THREAD,
+    SLAB_DIRS,
+    SLAB_FILTER,
+    SLAB_STATS,
+    SLAB_DIR_SCRATCH,
+    SLAB_KEY_SCRATCH,
+    SLAB_MEMCG_CACHE,
+    SLAB_CG_SCRATCH,
+];
 
 /// Bytes of a cache name kept (`kmem_cache.name`; the longest on 6.x are ~26 bytes).
 pub const CACHE_NAME_LEN: usize = 64;
-/// At most this many `--cache` names are filtered in the kernel.
-pub const MAX_FILTER: usize = 8;
 /// Bytes of a directory recorded for dentry allocations.
 pub const DIR_LEN: usize = 128;
 /// Bytes of a syscall path argument read from user memory.
@@ -38,104 +70,8 @@ pub const fn name_hash(name: &[u8]) -> u64 {
     (h >> 2) | KEY_NAME_HASH
 }
 
-/// Path syscalls whose argument is remembered per thread for dentry allocations (index of
-/// the program and of [`SlabConfig::sys_filename`]).
-pub const SYS_NEWFSTATAT: usize = 0;
-pub const SYS_STATX: usize = 1;
-pub const SYS_OPENAT: usize = 2;
-pub const SYS_OPENAT2: usize = 3;
-pub const SYS_FACCESSAT: usize = 4;
-pub const SYS_FACCESSAT2: usize = 5;
-pub const SYS_ACCESS: usize = 6;
-pub const SYS_NEWSTAT: usize = 7;
-pub const SYS_NEWLSTAT: usize = 8;
-pub const SYS_OPEN: usize = 9;
-pub const NSYS: usize = 10;
-/// Tracepoint names (syscalls:sys_enter_<name>) in index order.
-pub const SYS_NAMES: [&str; NSYS] = [
-    "newfstatat",
-    "statx",
-    "openat",
-    "openat2",
-    "faccessat",
-    "faccessat2",
-    "access",
-    "newstat",
-    "newlstat",
-    "open",
-];
-
 /// `dfd` value meaning "relative to the current directory".
 pub const AT_FDCWD: i32 = -100;
-
-/// Global `SLAB_CONFIG` for the slab programs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlabConfig {
-    /// Number of names in `names` (0: every cache).
-    pub nfilter: u32,
-    /// 1: remember the allocating caller of every object of the selected caches (`--live`).
-    pub live: u32,
-    /// How dentry allocations find their directory: [`DIRS_OFF`], [`DIRS_REGS`] or
-    /// [`DIRS_SYSCALLS`].
-    pub dirs: u32,
-    /// Only this process (tgid); 0 for all.
-    pub tgid: u32,
-    /// Join a path syscall only this long after it entered.
-    pub dir_max_age_ns: u64,
-    /// Canonical cache names to trace (`--cache`), NUL padded.
-    pub names: [[u8; CACHE_NAME_LEN]; MAX_FILTER],
-    /// Classic kmem:kmem_cache_alloc field offsets (tracefs format); `name` is the
-    /// `__data_loc` word, ABSENT when the kernel's format has no name.
-    pub tp_alloc_call_site: u32,
-    pub tp_alloc_ptr: u32,
-    pub tp_alloc_name: u32,
-    pub tp_alloc_bytes_alloc: u32,
-    /// Classic kmem:kmem_cache_free field offsets.
-    pub tp_free_call_site: u32,
-    pub tp_free_ptr: u32,
-    pub tp_free_name: u32,
-    pub _pad: u32,
-    /// syscalls:sys_enter_* offsets of `filename` and `dfd` (ABSENT: no dfd, i.e. AT_FDCWD).
-    pub sys_filename: [u32; NSYS],
-    pub sys_dfd: [u32; NSYS],
-    /// [`DIRS_REGS`]: per syscall number below [`SYS_TABLE_LEN`], 0 for a syscall without a
-    /// path, else (1 + index of the path argument) | (1 + index of the dirfd argument) << 4
-    /// (high nibble 0: relative to the current directory).
-    pub sys_table: [u8; SYS_TABLE_LEN],
-}
-
-pub const DIRS_OFF: u32 = 0;
-/// At a dentry allocation, read the running syscall's path argument through its saved
-/// registers (`bpf_task_pt_regs`): no hook on the syscalls, nothing stale.
-pub const DIRS_REGS: u32 = 1;
-/// Remember the path at `syscalls:sys_enter_*` per thread and join it at the dentry
-/// allocation (architectures whose syscall table memtrace does not know).
-pub const DIRS_SYSCALLS: u32 = 2;
-/// Syscall numbers covered by [`SlabConfig::sys_table`].
-pub const SYS_TABLE_LEN: usize = 512;
-
-impl SlabConfig {
-    pub const DEFAULT: SlabConfig = SlabConfig {
-        nfilter: 0,
-        live: 0,
-        dirs: 0,
-        tgid: 0,
-        dir_max_age_ns: 250_000_000,
-        names: [[0; CACHE_NAME_LEN]; MAX_FILTER],
-        tp_alloc_call_site: 8,
-        tp_alloc_ptr: 16,
-        tp_alloc_name: crate::layout::ABSENT,
-        tp_alloc_bytes_alloc: 32,
-        tp_free_call_site: 8,
-        tp_free_ptr: 16,
-        tp_free_name: 24,
-        _pad: 0,
-        sys_filename: [24; NSYS],
-        sys_dfd: [16; NSYS],
-        sys_table: [0; SYS_TABLE_LEN],
-    };
-}
 
 /// Bits of [`CacheInfo::flags`] and [`CacheCounters::flags`].
 pub const CACHE_SELECTED: u32 = 1 << 0;
@@ -160,6 +96,10 @@ pub struct CacheInfo {
     pub name: [u8; CACHE_NAME_LEN],
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CacheInfo {}
+
 /// `CACHE_COUNTS` per-CPU value, per cache key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -170,6 +110,10 @@ pub struct CacheCounters {
     pub flags: u32,
     pub _pad: u32,
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CacheCounters {}
 
 /// Entries of the per-CPU direct-mapped cache counters `CACHE_SLOTS` (a power of two).
 pub const CACHE_SLOTS: u32 = 512;
@@ -195,6 +139,10 @@ pub struct CacheSlot {
     pub _pad: u32,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CacheSlot {}
+
 /// Slot of a caller key in `CALLER_SLOTS`.
 pub const fn caller_slot(k: &CallerKey) -> u32 {
     let h = k.call_site ^ k.cache.rotate_left(17) ^ k.memcg.rotate_left(31) ^ k.tgid as u64;
@@ -211,6 +159,10 @@ pub struct CallerSlot {
     pub frees: u64,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CallerSlot {}
+
 /// `CALLERS` key: who allocates objects of a cache (frees count here with `--live`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +176,10 @@ pub struct CallerKey {
     pub _pad: u32,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CallerKey {}
+
 /// `CALLERS` per-CPU value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -231,6 +187,10 @@ pub struct CallerCounts {
     pub allocs: u64,
     pub frees: u64,
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CallerCounts {}
 
 /// `DIR_THREAD` value: the path argument of a thread's last path syscall.
 #[repr(C)]
@@ -244,6 +204,10 @@ pub struct PathArg {
     pub sys: u32,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PathArg {}
+
 /// `DIRS` key: a directory dentry allocations were made for.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,6 +220,10 @@ pub struct DirKey {
     /// name), NUL padded; truncated paths end without NUL.
     pub dir: [u8; DIR_LEN],
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DirKey {}
 
 /// `MEMCG_CACHE` per-CPU value: the memory cgroup of the task that ran last on the CPU.
 #[repr(C)]
@@ -285,6 +253,10 @@ pub struct DirScratch {
 pub struct FilterState {
     pub keys: [u64; 2 * MAX_FILTER],
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FilterState {}
 
 /// Slots of the per-CPU array `SLAB_STATS` (beyond the family's `STATS`).
 pub const S_LIVE_INSERTS: u32 = 0;

@@ -1,40 +1,31 @@
-//! Reclaim stalls: the kinds of stall, the per-CPU log-linear latency histogram the BPF
-//! programs aggregate into, and the record streamed for each slow stall.
+//! The per-CPU log-linear latency histograms the reclaim programs aggregate into, the
+//! other maps' keys and values, and the maps' names.
 //!
 //! Bucket math lives here, in one `const fn`, so the BPF side and the agent bucket a
 //! duration identically.
 
-use crate::{CgroupPath, EventHeader, TASK_COMM_LEN};
+use crate::TASK_COMM_LEN;
 
-/// What the task was stalled in. Stable numbers (they key the kernel maps).
-pub const KIND_DIRECT: u32 = 0;
-/// Memory cgroup reclaim: limit (v1 limit_in_bytes / v2 memory.max), memory.high,
-/// memory.reclaim.
-pub const KIND_MEMCG: u32 = 1;
-/// cgroup v1 soft-limit reclaim (inside kswapd or direct reclaim).
-pub const KIND_SOFTLIMIT: u32 = 2;
-/// Node reclaim (vm.zone_reclaim_mode != 0).
-pub const KIND_NODE: u32 = 3;
-/// Direct compaction: one compact_zone run of an allocating task.
-pub const KIND_COMPACTION: u32 = 4;
-/// reclaim_throttle() sleeps (mm_vmscan_throttled): writeback, isolation, no progress.
-pub const KIND_THROTTLE: u32 = 5;
-/// memory.high enforcement on return to user space (reclaim plus penalty sleep).
-pub const KIND_HIGH: u32 = 6;
-pub const KINDS: u32 = 7;
+// Map names (the agent opens them by name). The BPF side's `#[map(name = "...")]` repeats
+// these literals; a unit test (lib.rs) checks the two lists against each other.
+pub const RECLAIM_START: &str = "RECLAIM_START";
+pub const RECLAIM_HIST0: &str = "RECLAIM_HIST0";
+pub const RECLAIM_HIST1: &str = "RECLAIM_HIST1";
+pub const RECLAIM_SWITCH: &str = "RECLAIM_SWITCH";
+pub const RECLAIM_ZERO: &str = "RECLAIM_ZERO";
+pub const RECLAIM_THROTTLE: &str = "RECLAIM_THROTTLE";
+pub const RECLAIM_KSWAPD: &str = "RECLAIM_KSWAPD";
 
-pub const fn kind_name(kind: u32) -> &'static str {
-    match kind {
-        KIND_DIRECT => "direct",
-        KIND_MEMCG => "memcg",
-        KIND_SOFTLIMIT => "softlimit",
-        KIND_NODE => "node",
-        KIND_COMPACTION => "compaction",
-        KIND_THROTTLE => "throttle",
-        KIND_HIGH => "high",
-        _ => "unknown",
-    }
-}
+/// Every map of the family.
+pub const MAP_NAMES: &[&str] = &[
+    RECLAIM_START,
+    RECLAIM_HIST0,
+    RECLAIM_HIST1,
+    RECLAIM_SWITCH,
+    RECLAIM_ZERO,
+    RECLAIM_THROTTLE,
+    RECLAIM_KSWAPD,
+];
 
 /// Durations are bucketed in units of 2^UNIT_SHIFT ns (64 ns).
 pub const UNIT_SHIFT: u32 = 6;
@@ -126,6 +117,10 @@ pub struct HistKey {
     pub memcg_id: u64,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for HistKey {}
+
 /// Per-CPU value of the in-kernel histograms.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -138,6 +133,10 @@ pub struct Hist {
     pub comm: [u8; TASK_COMM_LEN],
     pub buckets: [u32; BUCKETS],
 }
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Hist {}
 
 /// Key of the per-thread begin timestamps.
 #[repr(C)]
@@ -171,80 +170,12 @@ pub struct KswapdNode {
     pub woke_ns: u64,
 }
 
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KswapdNode {}
+
 /// Nodes tracked in the kswapd array; higher node ids are not recorded.
 pub const MAX_NODES: u32 = 64;
-
-/// Bits of [`ReclaimStallEvent::flags`].
-pub const STALL_READ_ERROR: u32 = 1 << 0;
-/// order / gfp_flags are not known for this kind.
-pub const STALL_NO_ALLOC_INFO: u32 = 1 << 1;
-
-/// One stall at or above `--min-latency`, with its context.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ReclaimStallEvent {
-    pub header: EventHeader,
-    pub kind: u32,
-    pub flags: u32,
-    pub tid: u32,
-    pub tgid: u32,
-    pub order: i32,
-    /// mm_vmscan_throttled reason bits (throttle kind), else 0.
-    pub reason: u32,
-    pub gfp_flags: u64,
-    pub nr_reclaimed: u64,
-    pub duration_ns: u64,
-    pub memcg_id: u64,
-    /// Thread and process (group leader) names.
-    pub comm: [u8; TASK_COMM_LEN],
-    pub leader_comm: [u8; TASK_COMM_LEN],
-    pub cgroup: CgroupPath,
-}
-
-/// Global `RECLAIM_CONFIG` of the reclaim programs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReclaimConfig {
-    /// Stream stalls at least this long (ns).
-    pub min_latency_ns: u64,
-    /// Only this process (tgid), 0 = all.
-    pub filter_tgid: u32,
-    /// 1 when `filter_memcg_id` applies.
-    pub filter_memcg: u32,
-    /// Only tasks in this memory cgroup or below (kernfs id of the cgroup directory).
-    pub filter_memcg_id: u64,
-    /// Classic tracepoint field offsets (tracefs format files) for the fallbacks.
-    pub tp_begin_order: u32,
-    pub tp_begin_gfp: u32,
-    pub tp_end_nr: u32,
-    pub tp_node_order: u32,
-    pub tp_node_gfp: u32,
-    pub tp_thr_nid: u32,
-    pub tp_thr_delayed: u32,
-    pub tp_thr_reason: u32,
-    pub tp_kswapd_nid: u32,
-    pub _pad: u32,
-}
-
-impl ReclaimConfig {
-    /// Offsets of the 6.x tracepoint records; the agent overrides them from tracefs.
-    pub const DEFAULT: ReclaimConfig = ReclaimConfig {
-        min_latency_ns: 1_000_000,
-        filter_tgid: 0,
-        filter_memcg: 0,
-        filter_memcg_id: 0,
-        tp_begin_order: 8,
-        tp_begin_gfp: 16,
-        tp_end_nr: 8,
-        tp_node_order: 12,
-        tp_node_gfp: 16,
-        tp_thr_nid: 8,
-        tp_thr_delayed: 16,
-        tp_thr_reason: 20,
-        tp_kswapd_nid: 8,
-        _pad: 0,
-    };
-}
 
 #[cfg(test)]
 mod tests {

@@ -38,8 +38,8 @@ enum Cmd {
     },
     /// The static binary and the Debian package, in target/dist (sizes printed).
     Dist(dist::Options),
-    /// The whole suite: unit tests, host integration tests (root, real kernel), then the
-    /// integration tests again inside VMs (vm-test).
+    /// The whole suite: unit tests, the package checks (`dist --check`), host integration
+    /// tests (root, real kernel), then the integration tests again inside VMs (vm-test).
     Test(test::Options),
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.

@@ -1,6 +1,8 @@
-//! `cargo xtask test`: the whole suite. Unit tests (no root), then the host integration
-//! tests in tests/ against the real kernel (root), then the same tests inside VMs on the
-//! 6.1 and 6.12 kernels (`cargo xtask vm-test`).
+//! `cargo xtask test`: the whole suite. Unit tests (no root), the package checks
+//! (`cargo xtask dist --check`: the .deb and the static binary through the README's
+//! Install commands), then the host integration tests in tests/ against the real kernel
+//! (root), then the same tests inside VMs on the 6.1 and 6.12 kernels (`cargo xtask
+//! vm-test`).
 
 use std::process::Command;
 
@@ -31,6 +33,7 @@ pub fn run(opts: Options) -> Result<()> {
     if opts.unit_only {
         return Ok(());
     }
+    crate::dist::run(crate::dist::Options { check: true })?;
     eprintln!("== host integration tests (real kernel, root)");
     let bin = build_memtrace(false, None)?;
     exec(Command::new("cargo")

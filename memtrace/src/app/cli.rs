@@ -30,6 +30,7 @@ EXAMPLES:
 #[command(
     name = "memtrace",
     version,
+    long_version = super::generate::LONG_VERSION,
     about = "Trace where Linux memory goes: OOM kills, reclaim stalls, slab and shmem growth",
     after_help = EXAMPLES,
     propagate_version = true
@@ -72,6 +73,9 @@ pub enum Command {
     /// Print the text views (or, with --json, the records) of a file of JSON records
     /// written by --json-file or --json.
     Replay(ReplayArgs),
+    /// Man pages and shell completions from this command line (for packaging).
+    #[command(hide = true)]
+    Generate(super::generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod generate;
 pub mod registry;
 pub mod replay;
 pub mod session;

@@ -23,7 +23,7 @@ pub fn for_command(
     let mut sl = slab::Options::default();
     let mut sh = shmem::Options::default();
     let traced = match cmd {
-        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) => {
+        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) | Command::Generate(_) => {
             vec!["oom", "reclaim", "slab", "shmem"]
         }
         Command::Oom(c) => {

@@ -25,6 +25,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     let (trace, interval, default): (&TraceArgs, &IntervalArgs, Option<Duration>) = match &cli.command {
         Command::Doctor(d) => return super::doctor::run(&cli.btf, d.json),
         Command::Replay(r) => return super::replay::run(r),
+        Command::Generate(g) => return super::generate::run(g),
         Command::Watch(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
         Command::Oom(c) => (&c.trace, &none, None),
         Command::Reclaim(c) => (&c.trace, &c.interval, None),

@@ -31,14 +31,12 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
 
 use self::{console::Console, qemu::End};
-use crate::util::workspace_root;
+use crate::{setup::MUSL, util::workspace_root};
 
 mod console;
 mod initramfs;
 mod kernels;
 mod qemu;
-
-const MUSL: &str = "x86_64-unknown-linux-musl";
 
 /// How long qemu may take to power off after init printed its verdict.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);

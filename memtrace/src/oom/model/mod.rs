@@ -1,7 +1,8 @@
 //! The OOM decision as pure logic: ring-buffer records read into the `oom_kill` record's
 //! parts ([`decode`]), the scores ([`score`]), the victim's fate ([`reaper`]), a decision
-//! assembled from its kill and candidates, and the -p / -c filters. Nothing here reads the
-//! running system: the agent hands in what it knows ([`Env`], cgroup names).
+//! assembled from its kill and candidates, and the -p / -c filters. What the agent knows of
+//! the system comes in as arguments ([`Env`], cgroup names); the only facts read here are
+//! the page size ([`Env::new`]) and the boot clock's offset (a record's time).
 
 mod decode;
 mod reaper;

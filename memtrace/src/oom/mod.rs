@@ -1,22 +1,27 @@
 //! OOM family: each OOM kill and the decision behind it. The kill, the candidates,
 //! memory.oom.group members, the victim's exit and the reaper arrive as ring-buffer
-//! records; the agent assembles one `oom_kill` record per decision.
+//! records; the agent assembles one `oom_kill` record per decision (the model says what it
+//! holds), and the view prints it as a block of text.
 
 mod agent;
 mod args;
 mod config;
+#[cfg(test)]
+mod fixtures;
 mod hooks;
+mod model;
 mod report;
 
 use aya::Ebpf;
 
 pub use self::args::{Args, Options};
+use self::args::TOP_CANDIDATES;
 use crate::{
     engine::{
         family::{Agent, AgentContext, Family, Filter},
         hook::Hook,
         loader::Global,
-        sink::{Text, View},
+        sink::View,
     },
     error::Error,
     kernel::Kernel,
@@ -48,24 +53,13 @@ impl Family for Oom {
     }
 
     fn agent(&self, _ebpf: &mut Ebpf, ctx: &AgentContext) -> Result<Box<dyn Agent>, Error> {
-        Ok(Box::new(agent::OomAgent::new(
-            ctx.filter.clone(),
-            self.opts.clone(),
-            agent::Env::new(Some(ctx.kernel)),
-        )))
+        Ok(Box::new(agent::OomAgent::new(ctx.filter.clone(), model::Env::new(Some(ctx.kernel)))))
     }
 
+    /// Each `oom_kill` as its block: the top 10 candidates, or all with --all-candidates.
     fn view(&self) -> Box<dyn View> {
-        Box::new(NoView)
-    }
-
-}
-
-/// TRANSITIONAL: the agent prints its text itself.
-struct NoView;
-
-impl View for NoView {
-    fn record(&mut self, _rec: &serde_json::Value) -> Text {
-        Text::default()
+        let page_kib = (crate::kernel::page_size() / 1024) as i64;
+        let top = (!self.opts.all_candidates).then_some(TOP_CANDIDATES);
+        Box::new(report::OomView::new(page_kib, top))
     }
 }

@@ -7,28 +7,16 @@ use std::time::Duration;
 
 use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, Value, require_vm, stats_of};
 
-const MIB: u64 = 1024 * 1024;
+use super::{MIB, attached, candidate, hogs, kib_field, next_kill, points};
 
 fn meminfo_kib(key: &str) -> i64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
-}
-
-fn points(v: &Value) -> i64 {
-    v["points"].as_i64().unwrap_or_else(|| panic!("no points in {v}"))
+    kib_field(&std::fs::read_to_string("/proc/meminfo").unwrap(), key)
 }
 
 /// The exact hooks are attached: out_of_memory entry and oom_badness returns.
 fn assert_exact_hooks(mt: &Memtrace) {
-    let ready = mt.seen.iter().find(|v| v["type"] == "ready").expect("ready");
     for hook in ["oom:out_of_memory", "oom:oom_badness", "oom:out_of_memory return"] {
-        assert!(
-            ready["probes"].as_array().unwrap().iter().any(|p| p["hook"] == hook),
-            "{hook} not attached on this kernel: {ready:#}"
-        );
+        assert!(attached(mt, hook), "{hook} not attached on this kernel: {:#?}", mt.seen[0]);
     }
 }
 
@@ -50,9 +38,7 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     let mut grower =
         Stress::spawn(&["hog", "--mb", &total_mib, "--step-kb", "4096", "--comm", "mt-vm-grower"]);
 
-    let kill = mt
-        .wait_for(Duration::from_secs(240), |v| v["type"] == "oom_kill")
-        .expect("no oom_kill record for the global OOM");
+    let kill = next_kill(&mut mt, Duration::from_secs(240), "the global OOM", |_| true);
     println!("{kill}");
 
     assert_eq!(kill["constraint"], "global", "{kill:#}");
@@ -74,7 +60,7 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     assert_eq!(m["lost"], 0);
 
     let cands = kill["candidates"].as_array().unwrap();
-    let find = |pid: u32| cands.iter().find(|c| c["pid"] == pid);
+    let find = |pid: u32| candidate(&kill, pid);
     // The protected task was evaluated and skipped, never chosen.
     let p = find(protected.pid()).unwrap_or_else(|| panic!("protected task missing: {kill:#}"));
     assert_eq!(p["skipped"], "oom_score_adj -1000", "{p}");
@@ -125,7 +111,8 @@ fn global_oom_is_decided_with_the_kernels_own_scores() {
     assert!(out.contains("constraint global"), "{out}");
     assert!(out.contains("evaluated, oom_badness "), "{out}");
     assert!(out.contains("(exact)"), "{out}");
-    assert!(out.contains(&format!("oom_score_adj -1000 protected pid {}", protected.pid())), "{out}");
+    let protected_note = format!("oom_score_adj -1000 protected pid {}", protected.pid());
+    assert!(out.contains(&protected_note), "{out}");
 }
 
 #[test]
@@ -138,31 +125,25 @@ fn oom_group_kills_are_one_decision() {
     let mut mt = Memtrace::start(&["oom", "--json", "-c", &cg.rel]);
     assert_exact_hooks(&mt);
 
-    let mut members: Vec<Stress> = (0..2)
-        .map(|i| {
-            let comm = format!("mt-group-{i}");
-            let mut s = Stress::spawn(&["hog", "--mb", "8", "--comm", &comm, "--cgroup", cg.dir_str()]);
-            s.wait_line("ready", Duration::from_secs(60));
-            s
-        })
-        .collect();
-    let mut grower =
-        Stress::spawn(&["hog", "--mb", "512", "--comm", "mt-group-grower", "--cgroup", cg.dir_str()]);
+    let mut members = hogs(&cg, "mt-group", 2, 8, Duration::from_secs(60));
+    let mut grower = Stress::spawn(&[
+        "hog", "--mb", "512", "--comm", "mt-group-grower", "--cgroup", cg.dir_str(),
+    ]);
     assert_eq!(grower.wait_signal(Duration::from_secs(120)), Some(libc::SIGKILL));
     for m in &mut members {
-        assert_eq!(m.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL), "killed with the group");
+        let signal = m.wait_signal(Duration::from_secs(60));
+        assert_eq!(signal, Some(libc::SIGKILL), "killed with the group");
     }
-    let kill = mt
-        .wait_for(Duration::from_secs(30), |v| v["type"] == "oom_kill")
-        .expect("no oom_kill record");
-    std::thread::sleep(Duration::from_secs(1));
+    let kill = next_kill(&mut mt, Duration::from_secs(30), "the group's decision", |_| true);
+    // Every member's kill record is in the ring buffer by now (each was SIGKILLed); the
+    // stop drains it and emits what is pending.
     let lines = mt.stop();
     let kills: Vec<&Value> = lines.iter().filter(|l| l["type"] == "oom_kill").collect();
     assert_eq!(kills.len(), 1, "one decision for the whole group: {lines:#?}");
     assert_eq!(kill["constraint"], "memcg");
     assert_eq!(kill["victim"]["pid"], grower.pid(), "{kill:#}");
-    let mut group: Vec<u64> =
-        kill["group_kills"].as_array().unwrap().iter().map(|g| g["pid"].as_u64().unwrap()).collect();
+    let group_kills = kill["group_kills"].as_array().unwrap();
+    let mut group: Vec<u64> = group_kills.iter().map(|g| g["pid"].as_u64().unwrap()).collect();
     group.sort_unstable();
     let mut want: Vec<u64> = members.iter().map(|m| u64::from(m.pid())).collect();
     want.sort_unstable();

@@ -1,15 +1,12 @@
 //! OOM kills on the real kernel: a process overruns a small memory cgroup and memtrace must
-//! name the right victim, its memory, oom_score_adj and cgroup, and the trigger.
+//! name the right victim, its memory, oom_score_adj and cgroup, and the trigger; filters,
+//! text mode, and a recording replayed into the same text.
 
 use std::time::Duration;
 
 use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, run_memtrace, stats_of};
 
-const MIB: u64 = 1024 * 1024;
-
-fn kb(v: &serde_json::Value) -> i64 {
-    v.as_i64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
+use super::{MIB, Recording, int, next_kill};
 
 /// A 48 MiB process with oom_score_adj 500 and a process that grows past a 96 MiB limit:
 /// the kernel kills the first (its adj doubles its score); the grower triggered it.
@@ -25,9 +22,7 @@ fn memcg_oom_reports_victim_trigger_and_cgroup() {
     let mut grower =
         Stress::spawn(&["hog", "--mb", "64", "--comm", "mt-oom-grower", "--cgroup", cg.dir_str()]);
 
-    let kill = mt
-        .wait_for(Duration::from_secs(60), |v| v["type"] == "oom_kill")
-        .expect("no oom_kill record");
+    let kill = next_kill(&mut mt, Duration::from_secs(60), "the victim", |_| true);
     assert_eq!(victim.wait_signal(Duration::from_secs(30)), Some(libc::SIGKILL));
     grower.wait_line("ready", Duration::from_secs(30));
 
@@ -38,17 +33,17 @@ fn memcg_oom_reports_victim_trigger_and_cgroup() {
     assert_eq!(v["oom_score_adj"], 500);
     assert_eq!(v["uid"], 0);
     assert_eq!(v["cgroup"], cg.rel.as_str());
-    let rss = kb(&v["rss_anon_kb"]);
+    let rss = int(&v["rss_anon_kb"]);
     assert!(
         (rss - touched_kb).abs() <= touched_kb / 10,
         "rss_anon_kb {rss} not within 10% of the {touched_kb} KiB touched"
     );
-    assert!(kb(&v["total_vm_kb"]) >= touched_kb);
-    assert!(kb(&v["pgtables_kb"]) > 0);
+    assert!(int(&v["total_vm_kb"]) >= touched_kb);
+    assert!(int(&v["pgtables_kb"]) > 0);
     // The binary's own text: file-backed, or shmem when it runs from an initramfs (VM).
-    assert!(kb(&v["rss_file_kb"]) + kb(&v["rss_shmem_kb"]) > 0, "{v}");
-    assert!(kb(&v["rss_shmem_kb"]) < touched_kb / 10, "the hog maps no shmem");
-    assert_eq!(kb(&v["swap_kb"]), 0);
+    assert!(int(&v["rss_file_kb"]) + int(&v["rss_shmem_kb"]) > 0, "{v}");
+    assert!(int(&v["rss_shmem_kb"]) < touched_kb / 10, "the hog maps no shmem");
+    assert_eq!(int(&v["swap_kb"]), 0);
 
     let t = &kill["trigger"];
     assert_eq!(t["pid"], grower.pid(), "the grower charged the page that hit the limit");
@@ -78,15 +73,13 @@ fn filters_select_kills() {
     let mut hog =
         Stress::spawn(&["hog", "--mb", "256", "--comm", "mt-oom-self", "--cgroup", cg.dir_str()]);
     assert_eq!(hog.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
-    let kill = by_cgroup
-        .wait_for(Duration::from_secs(30), |v| v["type"] == "oom_kill")
-        .expect("kill not shown under its cgroup");
+    let kill = next_kill(&mut by_cgroup, Duration::from_secs(30), "its cgroup's kill", |_| true);
     assert_eq!(kill["victim"]["pid"], hog.pid());
     assert_eq!(kill["trigger"]["pid"], hog.pid(), "it triggered its own OOM");
     assert!(kill["notes"].to_string().contains("triggered the OOM itself"));
 
-    // The unfiltered kernel saw it too: by_pid must have received and dropped it.
-    std::thread::sleep(Duration::from_millis(500));
+    // The unfiltered kernel saw it too: by_pid received it (its ring buffer is drained at
+    // the stop) and dropped it.
     let lines = by_pid.stop_with(libc::SIGTERM);
     assert!(!lines.iter().any(|l| l["type"] == "oom_kill"), "{lines:?}");
     assert!(stats_of(&lines, "oom")["received"].as_u64().unwrap() >= 1);
@@ -97,18 +90,53 @@ fn filters_select_kills() {
 #[test]
 fn text_mode_prints_a_block_per_kill() {
     let cg = MemCgroup::new("text", 48 * MIB);
-    let mt = TextMemtrace::start(&["oom", "-c", &cg.rel]);
+    let rec = Recording::new("text");
+    let mt = TextMemtrace::start(&[&["oom", "-c", &cg.rel][..], &rec.args()].concat());
     let mut hog =
         Stress::spawn(&["hog", "--mb", "128", "--comm", "mt-oom-text", "--cgroup", cg.dir_str()]);
     assert_eq!(hog.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
     // The report follows the victim's exit.
-    std::thread::sleep(Duration::from_secs(1));
+    rec.wait_kills(1, Duration::from_secs(30));
     let (stdout, stderr) = mt.stop();
     assert!(stdout.contains("OOM KILL"), "{stdout}");
     assert!(stdout.contains(&format!("pid {} (mt-oom-text)", hog.pid())), "{stdout}");
     assert!(stdout.contains(&format!("memcg {}", cg.rel)), "{stdout}");
     assert!(stderr.contains("tracing oom:mark_victim via"), "{stderr}");
     assert!(stderr.contains("oom: 1 events") || stderr.contains("oom: 2 events"), "{stderr}");
+}
+
+/// A recording replays into the text the live run printed: `memtrace oom` in text mode
+/// with --json-file while a victim with a raised oom_score_adj and a grower overrun a
+/// memory cgroup; `memtrace replay FILE` prints the same stdout, and its stderr (the
+/// engine's status lines; the oom view writes none) is what the live run said.
+#[test]
+fn replay_prints_what_the_live_run_printed() {
+    let cg = MemCgroup::new("replay", 64 * MIB);
+    let rec = Recording::new("replay");
+    let live = TextMemtrace::start(&[&["oom", "-c", &cg.rel][..], &rec.args()].concat());
+    let mut victim = Stress::spawn(&[
+        "hog", "--mb", "16", "--comm", "mt-rp-victim", "--cgroup", cg.dir_str(), "--adj", "800",
+    ]);
+    victim.wait_line("ready", Duration::from_secs(30));
+    let mut grower = Stress::spawn(&[
+        "hog", "--mb", "56", "--comm", "mt-rp-grower", "--cgroup", cg.dir_str(),
+    ]);
+    assert_eq!(victim.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
+    grower.wait_line("ready", Duration::from_secs(30));
+    let kills = rec.wait_kills(1, Duration::from_secs(30));
+    assert_eq!(kills[0]["victim"]["pid"], victim.pid(), "{:#}", kills[0]);
+    let (out, err) = live.stop();
+    assert!(out.contains(&format!("OOM KILL  pid {} (mt-rp-victim)", victim.pid())), "{out}");
+    assert!(out.contains("<- killed") && out.contains("  notes\n"), "{out}");
+
+    let path = rec.path.to_str().expect("utf-8");
+    let (code, replayed, replay_err) = run_memtrace(&["replay", path]);
+    assert_eq!(code, 0, "{replay_err}");
+    assert_eq!(replayed, out, "replay printed other text than the live run");
+    assert!(replay_err.contains("memtrace: stopped after"), "{replay_err}");
+    for line in replay_err.lines() {
+        assert!(err.contains(line), "replay said {line:?}, the live run did not: {err}");
+    }
 }
 
 /// --duration stops by itself, with ready first and stats last.

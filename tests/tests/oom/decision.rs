@@ -1,13 +1,14 @@
-//! The OOM decision record on the real kernel (host, memory cgroup): every process of the
-//! OOM memcg is a candidate, the victim has the highest score, that score matches the
-//! kernel's formula computed here from what each process touched and its oom_score_adj,
-//! the trigger is the process that grew, and the constraint is memcg. Twice in one run.
+//! The OOM decision record on the real kernel (memory cgroup): every process of the OOM
+//! memcg is a candidate, the victim has the highest score, that score matches the kernel's
+//! formula computed here from what each process touched and its oom_score_adj, the trigger
+//! is the process that grew, and the constraint is memcg. Twice in one run.
 
 use std::time::Duration;
 
 use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, Value, stats_of};
 
-const MIB: u64 = 1024 * 1024;
+use super::{MIB, Recording, attached, candidate, hogs, kib_field, next_kill, points};
+
 const PAGE_KIB: i64 = 4;
 
 /// A process that touched `kib` and set `adj`.
@@ -23,15 +24,7 @@ struct Proc {
 /// VmRSS + VmPTE of a process, in KiB, from /proc.
 fn status_kib(pid: u32) -> i64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    ["VmRSS:", "VmPTE:"]
-        .iter()
-        .map(|k| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-                .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/status"))
-        })
-        .sum()
+    kib_field(&s, "VmRSS:") + kib_field(&s, "VmPTE:")
 }
 
 impl Proc {
@@ -69,14 +62,6 @@ impl Proc {
     }
 }
 
-fn candidate(kill: &Value, pid: u32) -> Option<&Value> {
-    kill["candidates"].as_array().unwrap().iter().find(|c| c["pid"] == pid)
-}
-
-fn points(v: &Value) -> i64 {
-    v["points"].as_i64().unwrap_or_else(|| panic!("no points in {v}"))
-}
-
 fn within(actual: i64, expected: i64, pct: i64) -> bool {
     (actual - expected).abs() * 100 <= expected.abs() * pct
 }
@@ -90,12 +75,6 @@ fn near_proc(actual: i64, proc_pages: i64) -> bool {
 
 /// Checks one decision: constraint and domain, the trigger, every live process a
 /// candidate, the victim the highest and as the formula says.
-/// Whether this kernel gives the exact method (oom_badness fexit/kretprobe attached).
-fn exact_method(mt: &Memtrace) -> bool {
-    let ready = mt.seen.iter().find(|v| v["type"] == "ready").expect("ready line");
-    ready["probes"].as_array().unwrap().iter().any(|p| p["hook"] == "oom:oom_badness")
-}
-
 fn check_decision(
     kill: &Value,
     exact: bool,
@@ -182,7 +161,8 @@ fn check_decision(
 fn memcg_oom_decisions_name_every_candidate_and_the_right_victim_twice() {
     let cg = MemCgroup::new("decision", 128 * MIB);
     let mut mt = Memtrace::start(&["oom", "--json", "-c", &cg.rel]);
-    let exact = exact_method(&mt);
+    // The exact method: oom_badness fexit/kretprobe attached.
+    let exact = attached(&mt, "oom:oom_badness");
 
     // Scores with totalpages 32768 (unit 32): p900 16 MiB + 900x32 = 32896 (1st victim),
     // p600 24 MiB + 600x32 = 25344 (2nd victim), p0 32 MiB = 8192; the grower stays
@@ -201,9 +181,7 @@ fn memcg_oom_decisions_name_every_candidate_and_the_right_victim_twice() {
         status_kib: 0,
     };
 
-    let first = mt
-        .wait_for(Duration::from_secs(60), |v| v["type"] == "oom_kill")
-        .expect("no first oom_kill record");
+    let first = next_kill(&mut mt, Duration::from_secs(60), "the first decision", |_| true);
     check_decision(&first, exact, &cg, &[&p900, &p600, &p0, &grower], &p900, &grower);
     assert!(
         first["notes"].to_string().contains("victim is not the largest process"),
@@ -213,11 +191,9 @@ fn memcg_oom_decisions_name_every_candidate_and_the_right_victim_twice() {
     let exit_ms = first["reaper"]["victim_exit_ms"].as_f64();
     assert!(exit_ms.is_some_and(|ms| ms >= 0.0), "victim exit seen: {}", first["reaper"]);
 
-    let second = mt
-        .wait_for(Duration::from_secs(60), |v| {
-            v["type"] == "oom_kill" && v["decision_id"] != first["decision_id"]
-        })
-        .expect("no second oom_kill record");
+    let second = next_kill(&mut mt, Duration::from_secs(60), "the second decision", |v| {
+        v["decision_id"] != first["decision_id"]
+    });
     check_decision(&second, exact, &cg, &[&p600, &p0, &grower], &p600, &grower);
     assert!(candidate(&second, p900.pid()).is_none(), "the first victim is gone");
 
@@ -242,21 +218,19 @@ fn memcg_oom_decisions_name_every_candidate_and_the_right_victim_twice() {
 #[test]
 fn text_report_lists_top_ten_candidates_or_all() {
     let cg = MemCgroup::new("dectext", 96 * MIB);
-    let top = TextMemtrace::start(&["oom", "-c", &cg.rel]);
-    let all = TextMemtrace::start(&["oom", "-c", &cg.rel, "--all-candidates"]);
-    let mut small: Vec<Stress> = (0..12)
-        .map(|i| {
-            let comm = format!("mt-small-{i}");
-            let mut s = Stress::spawn(&["hog", "--mb", "1", "--comm", &comm, "--cgroup", cg.dir_str()]);
-            s.wait_line("ready", Duration::from_secs(30));
-            s
-        })
-        .collect();
+    let (top_rec, all_rec) = (Recording::new("dectext-top"), Recording::new("dectext-all"));
+    let top = TextMemtrace::start(&[&["oom", "-c", &cg.rel][..], &top_rec.args()].concat());
+    let all = TextMemtrace::start(
+        &[&["oom", "-c", &cg.rel, "--all-candidates"][..], &all_rec.args()].concat(),
+    );
+    let mut small = hogs(&cg, "mt-small", 12, 1, Duration::from_secs(30));
     let mut grower = Stress::spawn(&[
         "hog", "--mb", "256", "--comm", "mt-text-grower", "--cgroup", cg.dir_str(),
     ]);
     assert_eq!(grower.wait_signal(Duration::from_secs(60)), Some(libc::SIGKILL));
-    std::thread::sleep(Duration::from_secs(1));
+    // The reports follow the victim's exit.
+    top_rec.wait_kills(1, Duration::from_secs(30));
+    all_rec.wait_kills(1, Duration::from_secs(30));
     let (top_out, top_err) = top.stop();
     let (all_out, _) = all.stop();
     small.clear();

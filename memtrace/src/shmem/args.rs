@@ -18,7 +18,8 @@ pub struct Args {
 pub struct Options {
     /// Files and writers reported per mount.
     pub top: usize,
-    /// Reports every interval (else only at the end).
+    /// TRANSITIONAL: read by nothing (the engine calls `interval()` only when the command
+    /// has an INTERVAL); app/registry.rs still sets it until that line goes.
     pub periodic: bool,
 }
 

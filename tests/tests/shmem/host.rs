@@ -296,6 +296,37 @@ fn replay_prints_what_the_live_text_printed() {
     assert_eq!(notes(&replay_err), notes(&stderr), "{replay_err}");
 }
 
+/// Without an INTERVAL the maps are still read every second: when more than three quarters
+/// of the inode map (16,384 entries) hold deleted files idle for 30 s, enough of them leave
+/// the kernel map to bring it back under that mark, nothing is lost to a full map, and the
+/// mount's totals keep what they counted.
+#[test]
+fn idle_freed_inodes_are_retired_without_an_interval() {
+    const FILES: u64 = 14_000;
+    const CROWDED: u64 = 16_384 * 3 / 4;
+    let fs = TmpfsMount::new("shmem-retire", 128 * MIB);
+    let mt = Memtrace::start(&["shmem", "--json", "--duration", "60"]);
+    let page = vec![1u8; 4096];
+    for n in 0..FILES {
+        std::fs::write(fs.path(&format!("f{n}")), &page).unwrap();
+    }
+    for n in 0..FILES {
+        std::fs::remove_file(fs.path(&format!("f{n}"))).unwrap();
+    }
+    let lines = mt.finish();
+    assert_clean_stats(&lines);
+    let a = lines.iter().find(|v| is(v, "shmem_accuracy")).expect("the accuracy record");
+    assert!(u(&a["retired_inodes"]) >= FILES - CROWDED, "{a}");
+    let mount = fs.dir_str();
+    let m = lines
+        .iter()
+        .find(|v| is(v, "shmem_mount") && v["final"] == true && v["mount"] == mount)
+        .unwrap_or_else(|| panic!("no final record of {mount}"));
+    assert!(u(&m["allocated_bytes"]) >= FILES * 4096, "{m}");
+    assert!(u(&m["freed_bytes"]) >= FILES * 4096, "{m}");
+    assert_eq!(m["live_bytes"], 0, "{m}");
+}
+
 /// Bad input exits 2 with a message, no panic.
 #[test]
 fn bad_arguments_are_rejected() {

@@ -46,7 +46,6 @@ pub fn for_command(
     // TRANSITIONAL: what agents still decide from the command's interval and output.
     r.interval = interval;
     r.count = count;
-    sh.periodic = interval.is_some();
     sl.json = match cmd {
         Command::Watch(c) => c.trace.json,
         Command::Slab(c) => c.trace.json,

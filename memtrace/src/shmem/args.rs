@@ -18,13 +18,11 @@ pub struct Args {
 pub struct Options {
     /// Files and writers reported per mount.
     pub top: usize,
-    /// Reports every interval (else only at the end).
-    pub periodic: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { top: 10, periodic: false }
+        Options { top: 10 }
     }
 }
 
@@ -37,6 +35,6 @@ impl Args {
                     .into(),
             ));
         }
-        Ok(Options { top: self.top, periodic: false })
+        Ok(Options { top: self.top })
     }
 }

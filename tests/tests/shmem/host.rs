@@ -4,15 +4,16 @@
 //! cgroup, keep the attribution after they exit, and see the pages freed.
 //!
 //! These tests hold whatever strategy the kernel offers (LRU insertion + NR_SHMEM on the
-//! host, fexit/kprobe in the VM); tests that force a fallback say so.
+//! host, fexit/kprobe in the VM); tests that force a fallback say so. They run in the VM
+//! too (vm-test runs every case of the binary).
 
-use std::time::Duration;
+use memtrace_tests::{
+    MemCgroup, Memtrace, TextMemtrace, TmpfsMount, Value, now_ms, run_memtrace, time_ms, wait_until,
+};
 
-use memtrace_tests::{MemCgroup, Memtrace, Stress, TextMemtrace, TmpfsMount, Value};
-
-mod shmem_common;
-
-use shmem_common::{MIB, NEAR_ZERO, WAIT, assert_clean_stats, is, strategy, tmpfs_scenario, u};
+use super::scenario::{
+    MIB, WAIT, assert_clean_stats, assert_freed, is, strategy, tmpfs_scenario, u, writer,
+};
 
 /// The test, with the kernel's best strategies.
 #[test]
@@ -67,17 +68,7 @@ fn dev_shm_writer_through_a_mapping() {
     let mut mt = Memtrace::start(&["shmem", "1", "--json", "--top", "100"]);
     let name = format!("mt-shm-{}", std::process::id());
     let path = format!("/dev/shm/{name}");
-    let mut w = Stress::spawn(&[
-        "shm-write",
-        "--name",
-        &name,
-        "--mb",
-        "32",
-        "--comm",
-        "mt-devshm-w",
-        "--cgroup",
-        cg.dir_str(),
-    ]);
+    let mut w = writer("shm-write", &["--name", &name], 32, "mt-devshm-w", Some(&cg));
     let ino: u64 = w.wait_line("ready", WAIT).parse().unwrap();
     assert_eq!(w.wait_signal(WAIT), None);
     let rec = mt
@@ -98,12 +89,7 @@ fn dev_shm_writer_through_a_mapping() {
     assert_eq!(rec["cgroup"], cg.rel.as_str(), "{rec}");
     assert_eq!(rec["writer_alive"], false, "{rec}");
     std::fs::remove_file(&path).unwrap();
-    let rec = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_usage") && v["inode"] == ino && u(&v["freed_bytes"]) >= 30 * MIB
-        })
-        .expect("free after unlink");
-    assert!(u(&rec["live_bytes"]) <= NEAR_ZERO, "{rec}");
+    assert_freed(&mut mt, "mt-devshm-w", ino, 30 * MIB);
     assert_clean_stats(&mt.stop());
 }
 
@@ -113,17 +99,7 @@ fn dev_shm_writer_through_a_mapping() {
 fn memfd_writer() {
     let cg = MemCgroup::new("shmem-memfd", 128 * MIB);
     let mut mt = Memtrace::start(&["shmem", "1", "--json", "--top", "100"]);
-    let mut w = Stress::spawn(&[
-        "memfd-write",
-        "--name",
-        "mt-memfd-test",
-        "--mb",
-        "32",
-        "--comm",
-        "mt-memfd-w",
-        "--cgroup",
-        cg.dir_str(),
-    ]);
+    let mut w = writer("memfd-write", &["--name", "mt-memfd-test"], 32, "mt-memfd-w", Some(&cg));
     let ino: u64 = w.wait_line("ready", WAIT).parse().unwrap();
     let rec = mt
         .wait_for(WAIT, |v| {
@@ -145,12 +121,7 @@ fn memfd_writer() {
         .expect("internal mount record");
     assert_eq!(m["df_used_bytes"], Value::Null, "the internal mount has no df: {m}");
     drop(w); // SIGKILL: the last reference to the memfd goes away
-    let rec = mt
-        .wait_for(WAIT, |v| {
-            is(v, "shmem_usage") && v["inode"] == ino && u(&v["freed_bytes"]) >= 30 * MIB
-        })
-        .expect("memfd freed when its holder died");
-    assert!(u(&rec["live_bytes"]) <= NEAR_ZERO, "{rec}");
+    assert_freed(&mut mt, "mt-memfd-w", ino, 30 * MIB);
     assert_clean_stats(&mt.stop());
 }
 
@@ -160,28 +131,12 @@ fn memfd_writer() {
 fn sysv_and_shared_anonymous_writers() {
     let cg = MemCgroup::new("shmem-sysv", 128 * MIB);
     let mut mt = Memtrace::start(&["shmem", "1", "--json", "--top", "100"]);
-    let mut sysv = Stress::spawn(&[
-        "sysv-write",
-        "--mb",
-        "16",
-        "--comm",
-        "mt-sysv-w",
-        "--cgroup",
-        cg.dir_str(),
-    ]);
+    let mut sysv = writer("sysv-write", &[], 16, "mt-sysv-w", Some(&cg));
     let line = sysv.wait_line("ready", WAIT);
     let (ino, shmid) = line.split_once(' ').unwrap();
     let (ino, shmid): (u64, i32) = (ino.parse().unwrap(), shmid.parse().unwrap());
     assert_eq!(sysv.wait_signal(WAIT), None);
-    let mut anon = Stress::spawn(&[
-        "shared-anon",
-        "--mb",
-        "16",
-        "--comm",
-        "mt-anon-w",
-        "--cgroup",
-        cg.dir_str(),
-    ]);
+    let mut anon = writer("shared-anon", &[], 16, "mt-anon-w", Some(&cg));
     let anon_ino: u64 = anon.wait_line("ready", WAIT).parse().unwrap();
 
     let rec = mt.wait_for(WAIT, |v| {
@@ -211,15 +166,7 @@ fn sysv_and_shared_anonymous_writers() {
     assert_eq!(unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) }, 0);
     drop(anon);
     for (comm, ino) in [("mt-sysv-w", ino), ("mt-anon-w", anon_ino)] {
-        let rec = mt
-            .wait_for(WAIT, |v| {
-                is(v, "shmem_usage")
-                    && v["comm"] == comm
-                    && v["inode"] == ino
-                    && u(&v["freed_bytes"]) >= 15 * MIB
-            })
-            .unwrap_or_else(|| panic!("{comm}: no free"));
-        assert!(u(&rec["live_bytes"]) <= NEAR_ZERO, "{rec}");
+        assert_freed(&mut mt, comm, ino, 15 * MIB);
     }
     assert_clean_stats(&mt.stop());
 }
@@ -231,35 +178,20 @@ fn filters_select_writers() {
     let cg = MemCgroup::new("shmem-filter", 128 * MIB);
     let fs = TmpfsMount::new("shmem-filter", 64 * MIB);
     let go = fs.path("go");
-    let mut inside = Stress::spawn(&[
-        "tmpfs-write",
-        "--path",
-        fs.path("in").to_str().unwrap(),
-        "--mb",
-        "8",
-        "--comm",
-        "mt-filter-in",
-        "--cgroup",
-        cg.dir_str(),
-        "--go",
-        go.to_str().unwrap(),
-    ]);
+    let in_path = fs.path("in");
+    let args = ["--path", in_path.to_str().unwrap(), "--go", go.to_str().unwrap()];
+    let mut inside = writer("tmpfs-write", &args, 8, "mt-filter-in", Some(&cg));
     let mut by_cg = Memtrace::start(&["shmem", "1", "--json", "-c", &cg.rel]);
     let mut by_pid = Memtrace::start(&["shmem", "1", "--json", "-p", &inside.pid().to_string()]);
     std::fs::write(&go, b"").unwrap();
     inside.wait_line("ready", WAIT);
     assert_eq!(inside.wait_signal(WAIT), None);
-    let mut outside = Stress::spawn(&[
-        "tmpfs-write",
-        "--path",
-        fs.path("out").to_str().unwrap(),
-        "--mb",
-        "8",
-        "--comm",
-        "mt-filter-out",
-    ]);
+    let out_path = fs.path("out");
+    let args = ["--path", out_path.to_str().unwrap()];
+    let mut outside = writer("tmpfs-write", &args, 8, "mt-filter-out", None);
     outside.wait_line("ready", WAIT);
     assert_eq!(outside.wait_signal(WAIT), None);
+    let outside_done = now_ms();
     let mount = fs.dir_str();
     for mt in [&mut by_cg, &mut by_pid] {
         mt.wait_for(WAIT, |v| {
@@ -275,8 +207,13 @@ fn filters_select_writers() {
             .expect("the selected writer is shown");
         assert_eq!(rec["tgid"], inside.pid());
     }
-    // One more report after the outside writer finished, then stop.
-    std::thread::sleep(Duration::from_millis(1500));
+    // One more whole report taken after the outside writer finished (its reconciliation
+    // closes it), then stop.
+    for mt in [&mut by_cg, &mut by_pid] {
+        mt.wait_after(outside_done, WAIT, "a report after the outside writer", |v| {
+            is(v, "shmem_reconcile")
+        });
+    }
     for mt in [by_cg, by_pid] {
         let lines = mt.stop();
         assert!(
@@ -294,15 +231,7 @@ fn text_mode_lists_mounts_files_and_writers() {
     // Returns once memtrace says it traces: the writer runs after the attach.
     let mt = TextMemtrace::start(&["shmem", "--top", "50"]);
     let file = fs.path("text.log");
-    let mut w = Stress::spawn(&[
-        "tmpfs-write",
-        "--path",
-        file.to_str().unwrap(),
-        "--mb",
-        "16",
-        "--comm",
-        "mt-text-w",
-    ]);
+    let mut w = writer("tmpfs-write", &["--path", file.to_str().unwrap()], 16, "mt-text-w", None);
     w.wait_line("ready", WAIT);
     assert_eq!(w.wait_signal(WAIT), None);
     // The final report is taken at the stop, after the writer exited.
@@ -322,6 +251,82 @@ fn text_mode_lists_mounts_files_and_writers() {
     assert!(stderr.contains("shmem accuracy:"), "{stderr}");
 }
 
+/// Replay: the orphan (a writer fills a file on a fresh tmpfs and exits) traced in
+/// text mode with an INTERVAL and recorded with --json-file; `memtrace replay FILE` prints
+/// exactly the stdout of the live run, and the same shmem note on stderr.
+#[test]
+fn replay_prints_what_the_live_text_printed() {
+    let fs = TmpfsMount::new("shmem-replay", 64 * MIB);
+    let recording =
+        std::env::temp_dir().join(format!("memtrace-shmem-replay-{}.jsonl", std::process::id()));
+    let recording_str = recording.to_str().unwrap();
+    let mt = TextMemtrace::start(&["shmem", "1", "--top", "50", "--json-file", recording_str]);
+    let file = fs.path("orphan.log");
+    let mut w = writer("tmpfs-write", &["--path", file.to_str().unwrap()], 16, "mt-replay-w", None);
+    w.wait_line("ready", WAIT);
+    assert_eq!(w.wait_signal(WAIT), None);
+    let exited = now_ms();
+    // An interval report taken after the writer exited (its last record closes it), with
+    // the orphan in it.
+    wait_until(WAIT, "an interval report of the orphan after its writer exited", || {
+        let text = std::fs::read_to_string(&recording).ok()?;
+        let records: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let after = |v: &Value| time_ms(v).is_some_and(|t| t > exited) && v["final"] == false;
+        (records.iter().any(|v| is(v, "shmem_reconcile") && after(v))
+            && records.iter().any(|v| {
+                is(v, "shmem_usage") && after(v) && v["comm"] == "mt-replay-w" && v["writer_alive"] == false
+            }))
+        .then_some(())
+    });
+    let (stdout, stderr) = mt.stop();
+    assert!(stdout.contains("  shmem\n"), "interval reports: {stdout}");
+    assert!(stdout.contains("  shmem (final)\n"), "the final report: {stdout}");
+    let orphan = format!(" MiB live  tmpfs {} (ino ", file.display());
+    assert!(stdout.contains(&orphan), "{stdout}");
+    assert!(stdout.contains(&format!("mt-replay-w[{}] (exited)", w.pid())), "{stdout}");
+
+    let (code, replayed, replay_err) = run_memtrace(&["replay", recording_str]);
+    let _ = std::fs::remove_file(&recording);
+    assert_eq!(code, 0, "{replay_err}");
+    assert_eq!(replayed, stdout, "replay prints what the live run printed");
+    let notes = |s: &str| -> Vec<String> {
+        s.lines().filter(|l| l.starts_with("memtrace: shmem accuracy:")).map(str::to_string).collect()
+    };
+    assert_eq!(notes(&stderr).len(), 1, "one accuracy note: {stderr}");
+    assert_eq!(notes(&replay_err), notes(&stderr), "{replay_err}");
+}
+
+/// Without an INTERVAL the maps are still read every second: when more than three quarters
+/// of the inode map (16,384 entries) hold deleted files idle for 30 s, enough of them leave
+/// the kernel map to bring it back under that mark, nothing is lost to a full map, and the
+/// mount's totals keep what they counted.
+#[test]
+fn idle_freed_inodes_are_retired_without_an_interval() {
+    const FILES: u64 = 14_000;
+    const CROWDED: u64 = 16_384 * 3 / 4;
+    let fs = TmpfsMount::new("shmem-retire", 128 * MIB);
+    let mt = Memtrace::start(&["shmem", "--json", "--duration", "60"]);
+    let page = vec![1u8; 4096];
+    for n in 0..FILES {
+        std::fs::write(fs.path(&format!("f{n}")), &page).unwrap();
+    }
+    for n in 0..FILES {
+        std::fs::remove_file(fs.path(&format!("f{n}"))).unwrap();
+    }
+    let lines = mt.finish();
+    assert_clean_stats(&lines);
+    let a = lines.iter().find(|v| is(v, "shmem_accuracy")).expect("the accuracy record");
+    assert!(u(&a["retired_inodes"]) >= FILES - CROWDED, "{a}");
+    let mount = fs.dir_str();
+    let m = lines
+        .iter()
+        .find(|v| is(v, "shmem_mount") && v["final"] == true && v["mount"] == mount)
+        .unwrap_or_else(|| panic!("no final record of {mount}"));
+    assert!(u(&m["allocated_bytes"]) >= FILES * 4096, "{m}");
+    assert!(u(&m["freed_bytes"]) >= FILES * 4096, "{m}");
+    assert_eq!(m["live_bytes"], 0, "{m}");
+}
+
 /// Bad input exits 2 with a message, no panic.
 #[test]
 fn bad_arguments_are_rejected() {
@@ -332,7 +337,7 @@ fn bad_arguments_are_rejected() {
         &["shmem", "1", "--interval", "1"],
         &["shmem", "-p", "0"],
     ] {
-        let (code, _, err) = memtrace_tests::run_memtrace(args);
+        let (code, _, err) = run_memtrace(args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }

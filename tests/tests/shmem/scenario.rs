@@ -1,5 +1,4 @@
-//! Shared by shmem.rs (host) and vm_shmem.rs (VM): helpers and the tmpfs scenario.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+//! Shared by the host and VM cases: helpers and the tmpfs scenario.
 
 use std::time::Duration;
 
@@ -23,8 +22,39 @@ pub fn strategy<'a>(ready: &'a Value, hook: &str) -> Option<&'a str> {
     ready["probes"].as_array()?.iter().find(|p| p["hook"] == hook)?["strategy"].as_str()
 }
 
-pub fn ready(mt: &mut Memtrace) -> Value {
-    mt.wait_for(WAIT, |v| is(v, "ready")).expect("ready")
+/// Starts the mt-stress `workload` (with its own `args`) writing `mb` MiB under the name
+/// `comm`, inside `cg` when given.
+pub fn writer(
+    workload: &str,
+    args: &[&str],
+    mb: u64,
+    comm: &str,
+    cg: Option<&MemCgroup>,
+) -> Stress {
+    let mb = mb.to_string();
+    let mut all = vec![workload];
+    all.extend_from_slice(args);
+    all.extend(["--mb", &mb, "--comm", comm]);
+    if let Some(cg) = cg {
+        all.extend(["--cgroup", cg.dir_str()]);
+    }
+    Stress::spawn(&all)
+}
+
+/// Waits for the record of `comm`'s pages in inode `ino` with at least `bytes` freed;
+/// almost nothing of them may be live then.
+pub fn assert_freed(mt: &mut Memtrace, comm: &str, ino: u64, bytes: u64) {
+    let rec = mt
+        .wait_for(WAIT, |v| {
+            is(v, "shmem_usage")
+                && v["comm"] == comm
+                && v["inode"] == ino
+                && u(&v["freed_bytes"]) >= bytes
+        })
+        .unwrap_or_else(|| {
+            panic!("{comm}: never {bytes} bytes freed from inode {ino}: {:?}", mt.seen)
+        });
+    assert!(u(&rec["live_bytes"]) <= NEAR_ZERO, "{rec}");
 }
 
 /// Clean stats for the shmem family.
@@ -46,17 +76,7 @@ pub fn tmpfs_scenario(tag: &str, env: &[(&str, &str)], attributions: &[&str]) ->
     let mut mt = Memtrace::start_with_env(&["shmem", "1", "--json", "--top", "50"], env);
     let comm = format!("mt-{tag}");
     let file = fs.path("data");
-    let mut w = Stress::spawn(&[
-        "tmpfs-write",
-        "--path",
-        file.to_str().unwrap(),
-        "--mb",
-        "64",
-        "--comm",
-        &comm,
-        "--cgroup",
-        cg.dir_str(),
-    ]);
+    let mut w = writer("tmpfs-write", &["--path", file.to_str().unwrap()], 64, &comm, Some(&cg));
     let ino: u64 = w.wait_line("ready", WAIT).parse().expect("inode");
     assert_eq!(w.wait_signal(WAIT), None, "the writer exits by itself");
     // Every page is in the file now: records stamped later describe the finished file.

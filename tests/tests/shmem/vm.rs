@@ -2,10 +2,9 @@
 //! exact strategies are chosen and give the same answers as the host's fallback: the
 //! issue's 64 MiB tmpfs writer, attributed after it exits, freed on delete.
 
-mod shmem_common;
-
 use memtrace_tests::{require_vm, run_memtrace};
-use shmem_common::{is, strategy, tmpfs_scenario};
+
+use super::scenario::{is, strategy, tmpfs_scenario};
 
 const EXACT: &[&str] = &["fexit", "fentry", "kprobe", "kretprobe"];
 

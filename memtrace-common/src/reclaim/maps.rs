@@ -15,6 +15,7 @@ pub const RECLAIM_SWITCH: &str = "RECLAIM_SWITCH";
 pub const RECLAIM_ZERO: &str = "RECLAIM_ZERO";
 pub const RECLAIM_THROTTLE: &str = "RECLAIM_THROTTLE";
 pub const RECLAIM_KSWAPD: &str = "RECLAIM_KSWAPD";
+pub const RECLAIM_INFLIGHT: &str = "RECLAIM_INFLIGHT";
 
 /// Every map of the family.
 pub const MAP_NAMES: &[&str] = &[
@@ -25,6 +26,7 @@ pub const MAP_NAMES: &[&str] = &[
     RECLAIM_ZERO,
     RECLAIM_THROTTLE,
     RECLAIM_KSWAPD,
+    RECLAIM_INFLIGHT,
 ];
 
 /// Durations are bucketed in units of 2^UNIT_SHIFT ns (64 ns).

@@ -22,6 +22,12 @@ pub(super) static RECLAIM_HIST1: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::w
 #[map(name = "RECLAIM_SWITCH")]
 pub(super) static RECLAIM_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Per CPU: programs between reading `RECLAIM_SWITCH` and finishing their histogram update
+/// (nested ones included). After a flip the agent waits for every CPU's count to be seen
+/// at zero before it reads the retired buffer.
+#[map(name = "RECLAIM_INFLIGHT")]
+pub(super) static RECLAIM_INFLIGHT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// One all-zero histogram, the source of new entries (a map value may be the value of
 /// an update; a 1.8 KiB stack temporary may not). Never written.
 #[map(name = "RECLAIM_ZERO")]

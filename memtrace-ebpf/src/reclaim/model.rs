@@ -1,5 +1,6 @@
 //! The reclaim bodies: per-thread begin timestamps, durations added to the double-buffered
-//! histograms, slow stalls streamed, throttle sleeps and kswapd activity.
+//! histograms (inside a per-CPU in-flight window the agent's flip waits out), slow stalls
+//! streamed, throttle sleeps and kswapd activity.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -20,8 +21,8 @@ use memtrace_common::{
 use super::{
     config::cfg,
     maps::{
-        RECLAIM_HIST0, RECLAIM_HIST1, RECLAIM_KSWAPD, RECLAIM_START, RECLAIM_SWITCH,
-        RECLAIM_THROTTLE, RECLAIM_ZERO,
+        RECLAIM_HIST0, RECLAIM_HIST1, RECLAIM_INFLIGHT, RECLAIM_KSWAPD, RECLAIM_START,
+        RECLAIM_SWITCH, RECLAIM_THROTTLE, RECLAIM_ZERO,
     },
 };
 use crate::shared::{
@@ -100,13 +101,47 @@ struct Stall {
     flags: u32,
 }
 
+/// `*p += n`, returning the old value: BPF_ATOMIC | BPF_FETCH, which the kernel's JITs
+/// emit fully ordered (x86 `lock xadd`, arm64 `ldaddal`), unlike the plain atomic add.
+#[inline(always)]
+fn fetch_add(p: *mut u64, n: u64) -> u64 {
+    let mut v = n;
+    // SAFETY: `p` points into a map value.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+        );
+    }
+    v
+}
+
 /// Adds a finished stall to the histograms and streams it when slow.
 #[inline(always)]
 fn account(s: &Stall) {
     count(Family::Reclaim, stats::EVENTS);
+    // In flight on this CPU from before the buffer index is read until the update is done
+    // (see the agent's flip): both counter updates are fully ordered.
+    let inflight = RECLAIM_INFLIGHT.get_ptr_mut(0);
+    if let Some(p) = inflight {
+        fetch_add(p, 1);
+    }
     let sw = RECLAIM_SWITCH.get(0).copied().unwrap_or(0);
     let key = HistKey { kind: s.kind, tgid: s.tgid, memcg_id: s.memcg_id };
     let h = if sw == 0 { hist_entry(&RECLAIM_HIST0, &key) } else { hist_entry(&RECLAIM_HIST1, &key) };
+    add_stall(h, s);
+    if let Some(p) = inflight {
+        fetch_add(p, u64::MAX);
+    }
+    if s.duration_ns >= get(&cfg().min_latency_ns) {
+        stream(s);
+    }
+}
+
+/// One stall into its histogram entry (None: the buffer is full).
+#[inline(always)]
+fn add_stall(h: Option<*mut Hist>, s: &Stall) {
     match h {
         Some(h) => {
             // SAFETY: this CPU's copy of a per-CPU map value; programs on this CPU do not
@@ -130,9 +165,6 @@ fn account(s: &Stall) {
             }
         }
         None => count(Family::Reclaim, stats::MAP_FULL),
-    }
-    if s.duration_ns >= get(&cfg().min_latency_ns) {
-        stream(s);
     }
 }
 

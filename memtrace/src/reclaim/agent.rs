@@ -1,10 +1,20 @@
-//! The reclaim agent: per-interval and whole-run HDR latency histograms per (kind,
-//! process) and per (kind, cgroup) from the kernel's per-CPU log-linear buckets, slow
-//! stalls streamed with context, and the system context that explains them.
+//! The reclaim agent: drains the kernel's double-buffered per-CPU log-linear histograms
+//! every collection tick into per-(kind, process) and per-(kind, cgroup) tables for the
+//! interval and the whole run, streams slow stalls, and emits each window's records with
+//! the system context that explains them.
+//!
+//! The buffer flip: programs add a stall to the buffer `RECLAIM_SWITCH` names, inside a
+//! window marked by their CPU's `RECLAIM_INFLIGHT` counter (incremented before the index is
+//! read, decremented after the update, both fully ordered atomics). After switching the
+//! index the agent reads the retired buffer only once every CPU's counter has been seen at
+//! zero: a program that read the old index had then finished, and any later one reads the
+//! new index. If that takes longer than [`QUIESCE_DEADLINE`] the retired buffer is left
+//! alone (counted in `flip_timeouts`) and read after a later flip: nothing is lost.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     path::PathBuf,
+    sync::atomic::{Ordering, fence},
     time::{Duration, Instant},
 };
 
@@ -12,162 +22,41 @@ use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
 };
-use memtrace_common::{
-    reclaim::{
-        Hist, HistKey, KIND_COMPACTION, KIND_DIRECT, KIND_MEMCG, KIND_NODE, KIND_THROTTLE,
-        KIND_STALL, KswapdNode, MAX_NODES, ReclaimStallEvent, STALL_NO_ALLOC_INFO, kind_name,
-    },
+use memtrace_common::reclaim::{
+    Hist, HistKey, KIND_COMPACTION, KIND_DIRECT, KIND_MEMCG, KIND_NODE, KIND_STALL,
+    KIND_THROTTLE, KswapdNode, MAX_NODES, RECLAIM_HIST0, RECLAIM_HIST1, RECLAIM_INFLIGHT,
+    RECLAIM_KSWAPD, RECLAIM_SWITCH, RECLAIM_THROTTLE, ReclaimStallEvent, STALL_NO_ALLOC_INFO,
+    kind_name,
 };
-use serde::Serialize;
 
 use super::{
     args::Options,
     context::{self as ctx, Kswapd, Snapshot, StallTotals},
-    model::{Latency, Summed, log2_bars},
+    model::{Latency, MAX_ROWS, OTHER_MEMCG, OTHER_TGID, Tables},
+    records::{ContextRecord, ReclaimRecord, Stall, Summary, Throttle},
+    report::view_options,
 };
 use crate::{
     engine::{
         family::{Agent, Filter, decode},
         format,
         loader::take_map,
-        sink::{Out, Text},
+        sink::Out,
     },
     error::Error,
     kernel::{self, cgroup, cstr, gfp::Gfp, procfs::Procfs},
 };
 
-/// Rows kept per table; further keys are folded into one "other" row (counted).
-const MAX_ROWS: usize = 4096;
-const OTHER_TGID: u32 = u32::MAX;
-const OTHER_MEMCG: u64 = u64::MAX;
-/// Time given to programs that read the old buffer index to finish before it is read.
-const FLIP_GRACE: Duration = Duration::from_millis(2);
+/// How long a flip waits for the programs that may still write the retired buffer.
+/// Programs run for microseconds with preemption off; this only expires when a CPU (a
+/// virtual one, say) stops for that long in the middle of one.
+const QUIESCE_DEADLINE: Duration = Duration::from_millis(100);
 
 /// Throttle reason bits (enum vmscan_throttle_state).
 const THROTTLE_REASONS: [&str; 4] = ["writeback", "isolated", "noprogress", "congested"];
 
-#[derive(Default)]
-struct ProcRow {
-    lat: Latency,
-    comm: String,
-    /// Stall counts per memcg id: the row's cgroup is the most frequent.
-    cgroups: HashMap<u64, u64>,
-}
-
-impl ProcRow {
-    fn memcg(&self) -> u64 {
-        self.cgroups.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).map_or(0, |(id, _)| *id)
-    }
-}
-
-#[derive(Default)]
-struct Tables {
-    procs: HashMap<(u32, u32), ProcRow>,
-    cgroups: HashMap<(u32, u64), Latency>,
-    /// Keys folded into the "other" rows because the tables were full.
-    folded: u64,
-}
-
-impl Tables {
-    fn add(&mut self, k: &HistKey, s: &Summed) {
-        let full = self.procs.len() >= MAX_ROWS;
-        let pk = if full && !self.procs.contains_key(&(k.kind, k.tgid)) {
-            self.folded += 1;
-            (k.kind, OTHER_TGID)
-        } else {
-            (k.kind, k.tgid)
-        };
-        let row = self.procs.entry(pk).or_default();
-        row.lat.add(s);
-        if row.comm.is_empty() {
-            row.comm = if pk.1 == OTHER_TGID { "(other)".into() } else { cstr(&s.comm) };
-        }
-        *row.cgroups.entry(k.memcg_id).or_default() += s.count;
-        let full = self.cgroups.len() >= MAX_ROWS;
-        let ck = if full && !self.cgroups.contains_key(&(k.kind, k.memcg_id)) {
-            self.folded += 1;
-            (k.kind, OTHER_MEMCG)
-        } else {
-            (k.kind, k.memcg_id)
-        };
-        self.cgroups.entry(ck).or_default().add(s);
-    }
-
-    fn stalls(&self) -> (u64, u64) {
-        self.cgroups.values().fold((0, 0), |(n, t), l| (n + l.count, t + l.total_ns))
-    }
-
-    fn kind_count(&self, kind: u32) -> u64 {
-        self.cgroups.iter().filter(|((k, _), _)| *k == kind).map(|(_, l)| l.count).sum()
-    }
-
-    fn by_kind(&self) -> Vec<(u32, Latency)> {
-        let mut v: Vec<(u32, Latency)> = Vec::new();
-        for ((k, _), l) in &self.cgroups {
-            match v.iter_mut().find(|(kk, _)| kk == k) {
-                Some((_, acc)) => acc.merge(l),
-                None => v.push((*k, l.clone())),
-            }
-        }
-        v.sort_by_key(|(k, _)| *k);
-        v
-    }
-}
-
-/// `{"type":"reclaim_summary",...}`: one row per (kind, process) or (kind, cgroup).
-#[derive(Debug, Serialize)]
-pub struct SummaryRow {
-    #[serde(rename = "type")]
-    pub kind_type: &'static str,
-    pub time: String,
-    /// true for the whole-run summary, false for an interval.
-    #[serde(rename = "final")]
-    pub is_final: bool,
-    pub interval_s: f64,
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
-    pub cgroup: Option<String>,
-    pub cgroup_id: Option<u64>,
-    pub count: u64,
-    pub total_us: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub nr_reclaimed: u64,
-}
-
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
-}
-
-/// `{"type":"reclaim_stall",...}`: one stall at or above --min-latency.
-#[derive(Debug, Serialize)]
-pub struct StallRecord {
-    #[serde(rename = "type")]
-    pub kind_type: &'static str,
-    pub time: String,
-    pub kind: &'static str,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    /// The thread's own name when it differs from the process's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_comm: Option<String>,
-    pub cgroup: Option<String>,
-    pub cgroup_id: Option<u64>,
-    pub duration_us: f64,
-    pub order: Option<i32>,
-    pub gfp_flags: Option<String>,
-    pub gfp_mask: Option<u64>,
-    pub nr_reclaimed: u64,
-    /// Throttle reasons (throttle kind only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 /// Throttle reason bits to names.
@@ -188,17 +77,16 @@ pub fn reason_names(r: u32) -> String {
     v.join("|")
 }
 
-pub fn decode_stall(bytes: &[u8], gfp: &Gfp) -> Option<StallRecord> {
+pub fn decode_stall(bytes: &[u8], gfp: &Gfp) -> Option<Stall> {
     let ev: ReclaimStallEvent = decode(bytes)?;
     let alloc = ev.flags & STALL_NO_ALLOC_INFO == 0;
     let comm = cstr(&ev.leader_comm);
     let thread = cstr(&ev.comm);
     let comm_shown = if comm.is_empty() { thread.clone() } else { comm };
     let cg = cgroup::render(&ev.cgroup);
-    Some(StallRecord {
-        kind_type: "reclaim_stall",
+    Some(Stall {
         time: format::boot_time(ev.header.boot_ns),
-        kind: kind_name(ev.kind),
+        kind: kind_name(ev.kind).into(),
         pid: ev.tgid,
         tid: ev.tid,
         thread_comm: (thread != comm_shown).then_some(thread),
@@ -214,31 +102,74 @@ pub fn decode_stall(bytes: &[u8], gfp: &Gfp) -> Option<StallRecord> {
     })
 }
 
-#[derive(Serialize)]
-struct ThrottleJson {
-    count: u64,
-    ms: f64,
+/// The double-buffered histograms and the flip.
+struct Buffers {
+    hist: [PerCpuHashMap<MapData, HistKey, Hist>; 2],
+    switch: Array<MapData, u32>,
+    inflight: PerCpuArray<MapData, u64>,
+    /// The buffer programs write.
+    active: u32,
+    /// Flips whose retired buffer was not quiet within the deadline.
+    timeouts: u64,
 }
 
-#[derive(Serialize)]
-struct ContextJson<'a> {
-    #[serde(rename = "type")]
-    kind_type: &'static str,
-    time: String,
-    #[serde(rename = "final")]
-    is_final: bool,
-    interval_s: f64,
-    /// Throttle sleeps by reason.
-    throttle: BTreeMap<&'static str, ThrottleJson>,
-    #[serde(flatten)]
-    context: &'a ctx::Context,
+impl Buffers {
+    /// Points programs at the other buffer; returns the retired one once no program can
+    /// still write it, None when that is not known (it is then read after a later flip).
+    fn flip(&mut self) -> Option<usize> {
+        let new = 1 - self.active;
+        if let Err(e) = self.switch.set(0, new, 0) {
+            log::warn!("switching reclaim buffers: {e}");
+            return None;
+        }
+        let old = std::mem::replace(&mut self.active, new);
+        if self.quiesce() {
+            Some(old as usize)
+        } else {
+            self.timeouts += 1;
+            log::warn!("reclaim: programs still in flight {QUIESCE_DEADLINE:?} after a buffer flip");
+            None
+        }
+    }
+
+    /// Waits until every CPU's in-flight counter has been seen at zero since now.
+    fn quiesce(&self) -> bool {
+        // Orders the switch written by the syscall above before the counters read below
+        // (the programs' side: a fully ordered fetch-add before they read the index).
+        fence(Ordering::SeqCst);
+        let deadline = Instant::now() + QUIESCE_DEADLINE;
+        let mut busy: Option<Vec<bool>> = None;
+        loop {
+            let counts = match self.inflight.get(&0, 0) {
+                Ok(v) => v,
+                Err(e) => {
+                    log::warn!("reading {RECLAIM_INFLIGHT}: {e}");
+                    return false;
+                }
+            };
+            let now: Vec<bool> = match &busy {
+                None => counts.iter().map(|&n| n != 0).collect(),
+                Some(b) => b.iter().zip(counts.iter()).map(|(&was, &n)| was && n != 0).collect(),
+            };
+            if !now.contains(&true) {
+                // The programs' histogram writes before the agent's reads of them.
+                fence(Ordering::SeqCst);
+                return true;
+            }
+            busy = Some(now);
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 pub struct ReclaimAgent {
     opts: Options,
-    hist: [PerCpuHashMap<MapData, HistKey, Hist>; 2],
-    switch: Array<MapData, u32>,
-    active: u32,
+    /// The `reclaim_options` record was emitted.
+    announced: bool,
+    buffers: Buffers,
     kswapd: Array<MapData, KswapdNode>,
     kswapd_prev: Vec<KswapdNode>,
     kswapd_base: Vec<KswapdNode>,
@@ -257,16 +188,21 @@ pub struct ReclaimAgent {
     started: Instant,
     last: Instant,
     page_kb: u64,
+    /// Intervals emitted.
     ticks: u64,
 }
 
 impl ReclaimAgent {
     pub fn new(ebpf: &mut Ebpf, k: &kernel::Kernel, cfg: &Filter, opts: Options) -> Result<ReclaimAgent, Error> {
-        let h0 = take_map(ebpf, "RECLAIM_HIST0")?;
-        let h1 = take_map(ebpf, "RECLAIM_HIST1")?;
-        let switch = take_map(ebpf, "RECLAIM_SWITCH")?;
-        let kswapd = take_map(ebpf, "RECLAIM_KSWAPD")?;
-        let throttle = take_map(ebpf, "RECLAIM_THROTTLE")?;
+        let buffers = Buffers {
+            hist: [take_map(ebpf, RECLAIM_HIST0)?, take_map(ebpf, RECLAIM_HIST1)?],
+            switch: take_map(ebpf, RECLAIM_SWITCH)?,
+            inflight: take_map(ebpf, RECLAIM_INFLIGHT)?,
+            active: 0,
+            timeouts: 0,
+        };
+        let kswapd = take_map(ebpf, RECLAIM_KSWAPD)?;
+        let throttle = take_map(ebpf, RECLAIM_THROTTLE)?;
         let procfs = k.procfs.clone();
         let names = cgroup::Names::new(&procfs);
         let cg_dir = cfg
@@ -279,9 +215,8 @@ impl ReclaimAgent {
         let snap = Snapshot::take(&procfs, cg_dir.as_deref(), page_kb);
         let mut a = ReclaimAgent {
             opts,
-            hist: [h0, h1],
-            switch,
-            active: 0,
+            announced: false,
+            buffers,
             kswapd,
             kswapd_prev: Vec::new(),
             kswapd_base: Vec::new(),
@@ -308,6 +243,14 @@ impl ReclaimAgent {
         Ok(a)
     }
 
+    /// `reclaim_options` before any other record of the family.
+    fn announce(&mut self, out: &mut Out) {
+        if !self.announced {
+            self.announced = true;
+            out.emit(&ReclaimRecord::Options(view_options(&self.opts)));
+        }
+    }
+
     fn read_kswapd(&self) -> Vec<KswapdNode> {
         (0..MAX_NODES).map(|i| self.kswapd.get(&i, 0).unwrap_or_default()).collect()
     }
@@ -318,37 +261,22 @@ impl ReclaimAgent {
             .collect()
     }
 
-    /// Empties histogram buffer `b` into the interval and total tables.
+    /// Empties histogram buffer `b` (no program writes it) into the interval and total
+    /// tables.
     fn drain_buffer(&mut self, b: usize) {
-        let keys: Vec<HistKey> = self.hist[b].keys().filter_map(Result::ok).collect();
+        let map = &mut self.buffers.hist[b];
+        let keys: Vec<HistKey> = map.keys().filter_map(Result::ok).collect();
         for k in keys {
-            match self.hist[b].get(&k, 0) {
+            match map.get(&k, 0) {
                 Ok(values) => {
-                    let s = Summed::from_cpus(values.iter());
-                    self.interval.add(&k, &s);
-                    self.total.add(&k, &s);
+                    let (l, comm) = Latency::from_cpus(values.iter());
+                    self.interval.add(&k, &l, &comm);
+                    self.total.add(&k, &l, &comm);
                 }
                 Err(e) => log::warn!("reading reclaim histogram: {e}"),
             }
-            if let Err(e) = self.hist[b].remove(&k) {
+            if let Err(e) = map.remove(&k) {
                 log::warn!("clearing reclaim histogram: {e}");
-            }
-        }
-    }
-
-    /// Swaps buffers and drains the one programs no longer write.
-    fn flip_and_drain(&mut self) {
-        let old = self.active;
-        let new = 1 - old;
-        match self.switch.set(0, new, 0) {
-            Ok(()) => {
-                self.active = new;
-                std::thread::sleep(FLIP_GRACE);
-                self.drain_buffer(old as usize);
-            }
-            Err(e) => {
-                log::warn!("switching reclaim buffers: {e}");
-                self.drain_buffer(old as usize);
             }
         }
     }
@@ -363,20 +291,20 @@ impl ReclaimAgent {
         k
     }
 
-    fn throttle_delta(a: &[u64], b: &[u64]) -> HashMap<&'static str, (u64, f64)> {
-        let mut m = HashMap::new();
+    fn throttle_delta(a: &[u64], b: &[u64]) -> BTreeMap<String, Throttle> {
+        let mut m = BTreeMap::new();
         for (bit, name) in THROTTLE_REASONS.iter().enumerate().chain([(7, &"none")]) {
             let n = b[2 * bit].saturating_sub(a[2 * bit]);
             let ns = b[2 * bit + 1].saturating_sub(a[2 * bit + 1]);
             if n > 0 {
-                m.insert(*name, (n, (ns as f64 / 1e5).round() / 10.0));
+                m.insert(name.to_string(), Throttle { count: n, ms: (ns as f64 / 1e5).round() / 10.0 });
             }
         }
         m
     }
 
-    fn stall_totals(&mut self, t: &Tables, thr: &HashMap<&'static str, (u64, f64)>) -> StallTotals {
-        let (wb, wb_ms) = thr.get("writeback").copied().unwrap_or((0, 0.0));
+    fn stall_totals(&mut self, t: &Tables, thr: &BTreeMap<String, Throttle>) -> StallTotals {
+        let wb = thr.get("writeback").copied().unwrap_or(Throttle { count: 0, ms: 0.0 });
         let top = t
             .cgroups
             .iter()
@@ -393,69 +321,67 @@ impl ReclaimAgent {
             node: t.kind_count(KIND_NODE),
             compaction: t.kind_count(KIND_COMPACTION),
             throttle: t.kind_count(KIND_THROTTLE),
-            throttle_writeback: wb,
-            throttle_writeback_ms: wb_ms,
+            throttle_writeback: wb.count,
+            throttle_writeback_ms: wb.ms,
             top_memcg,
         }
     }
 
-    fn rows(&mut self, t: &Tables, is_final: bool, secs: f64) -> (Vec<SummaryRow>, Vec<SummaryRow>) {
-        let time = format::now();
+    /// A window's rows: per (kind, process), then per (kind, cgroup), each by total time.
+    fn rows(&mut self, t: &Tables, time: &str, is_final: bool, secs: f64) -> Vec<Summary> {
+        let row = |kind: u32, lat: &Latency| {
+            let p = lat.percentiles();
+            Summary {
+                time: time.to_string(),
+                is_final,
+                interval_s: secs,
+                kind: kind_name(kind).into(),
+                pid: None,
+                comm: None,
+                cgroup: None,
+                cgroup_id: None,
+                count: lat.count,
+                total_us: us(lat.total_ns),
+                p50_us: us(p.p50),
+                p90_us: us(p.p90),
+                p99_us: us(p.p99),
+                p999_us: us(p.p999),
+                max_us: us(p.max),
+                nr_reclaimed: lat.nr_reclaimed,
+                histogram: None,
+            }
+        };
         let mut procs = Vec::new();
         for ((kind, tgid), r) in &t.procs {
             let memcg = r.memcg();
-            let p = r.lat.percentiles();
-            procs.push(SummaryRow {
-                kind_type: "reclaim_summary",
-                time: time.clone(),
-                is_final,
-                interval_s: secs,
-                kind: kind_name(*kind),
+            procs.push(Summary {
                 pid: (*tgid != OTHER_TGID).then_some(*tgid),
                 comm: Some(r.comm.clone()),
                 cgroup: (memcg != OTHER_MEMCG).then(|| self.names.name(memcg)).flatten(),
                 cgroup_id: (memcg != 0).then_some(memcg),
-                count: r.lat.count,
-                total_us: us(r.lat.total_ns),
-                p50_us: us(p.p50),
-                p90_us: us(p.p90),
-                p99_us: us(p.p99),
-                p999_us: us(p.p999),
-                max_us: us(p.max),
-                nr_reclaimed: r.lat.nr_reclaimed,
+                ..row(*kind, &r.lat)
             });
         }
         let mut cgs = Vec::new();
         for ((kind, id), l) in &t.cgroups {
-            let p = l.percentiles();
-            cgs.push(SummaryRow {
-                kind_type: "reclaim_summary",
-                time: time.clone(),
-                is_final,
-                interval_s: secs,
-                kind: kind_name(*kind),
-                pid: None,
-                comm: None,
+            cgs.push(Summary {
                 cgroup: if *id == OTHER_MEMCG { Some("(other)".into()) } else { self.names.name(*id) },
                 cgroup_id: (*id != 0 && *id != OTHER_MEMCG).then_some(*id),
-                count: l.count,
-                total_us: us(l.total_ns),
-                p50_us: us(p.p50),
-                p90_us: us(p.p90),
-                p99_us: us(p.p99),
-                p999_us: us(p.p999),
-                max_us: us(p.max),
-                nr_reclaimed: l.nr_reclaimed,
+                histogram: Some(l.histogram()),
+                ..row(*kind, l)
             });
         }
-        let order = |a: &SummaryRow, b: &SummaryRow| b.total_us.total_cmp(&a.total_us).then(a.kind.cmp(b.kind));
+        let order = |a: &Summary, b: &Summary| b.total_us.total_cmp(&a.total_us).then(a.kind.cmp(&b.kind));
         procs.sort_by(order);
         cgs.sort_by(order);
-        (procs, cgs)
+        procs.extend(cgs);
+        procs
     }
 
-    /// Emits one window: the interval (is_final false) or the whole run.
+    /// Emits one window: the interval (is_final false) or the whole run; its
+    /// `reclaim_context` comes last and closes it.
     fn report(&mut self, is_final: bool, out: &mut Out) {
+        let time = format::now();
         let now_snap = Snapshot::take(&self.procfs, self.cg_dir.as_deref(), self.page_kb);
         let ks = self.read_kswapd();
         let thr = self.read_throttle();
@@ -471,202 +397,29 @@ impl ReclaimAgent {
         let st = self.stall_totals(&tables, &throttle);
         let context = ctx::context(&base_snap, &now_snap, secs, kswapd, &st);
         let secs = (secs * 1000.0).round() / 1000.0;
-        let (procs, cgs) = self.rows(&tables, is_final, secs);
-        for r in procs.iter().chain(&cgs) {
-            out.emit(r);
+        for r in self.rows(&tables, &time, is_final, secs) {
+            out.emit(&ReclaimRecord::Summary(r));
         }
-        out.emit(&ContextJson {
-            kind_type: "reclaim_context",
-            time: format::now(),
+        out.emit(&ReclaimRecord::Context(ContextRecord {
+            time,
             is_final,
             interval_s: secs,
-            throttle: throttle.iter().map(|(k, (n, ms))| (*k, ThrottleJson { count: *n, ms: *ms })).collect(),
-            context: &context,
-        });
-        out.legacy_text(Text::out(render_text(
-            &tables, &procs, &cgs, &context, &throttle, &self.opts, is_final, secs,
-        )));
+            throttle,
+            context,
+            flip_timeouts: self.buffers.timeouts,
+        }));
         if tables.folded > 0 {
             log::warn!("reclaim: {} keys folded into (other) rows (more than {MAX_ROWS} rows)", tables.folded);
         }
-        if !is_final {
+        if is_final {
+            self.total = tables;
+        } else {
             self.snap_prev = now_snap;
             self.kswapd_prev = ks;
             self.throttle_prev = thr;
             self.last = Instant::now();
-        } else {
-            self.total = tables;
         }
     }
-}
-
-/// The numeric columns shared by the per-process and per-cgroup tables (titles, then one
-/// row's values, in the same widths).
-fn stat_header(unit: &str) -> String {
-    format!(
-        "{:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "COUNT",
-        format!("TOTAL {unit}"),
-        format!("P50 {unit}"),
-        format!("P90 {unit}"),
-        format!("P99 {unit}"),
-        format!("P99.9 {unit}"),
-        format!("MAX {unit}"),
-        "RECLAIMED",
-    )
-}
-
-fn stat_cols(r: &SummaryRow, ms: bool) -> String {
-    format!(
-        "{:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        r.count,
-        fmt_dur(r.total_us, ms),
-        fmt_dur(r.p50_us, ms),
-        fmt_dur(r.p90_us, ms),
-        fmt_dur(r.p99_us, ms),
-        fmt_dur(r.p999_us, ms),
-        fmt_dur(r.max_us, ms),
-        r.nr_reclaimed,
-    )
-}
-
-fn fmt_dur(us_v: f64, ms: bool) -> String {
-    if ms { format!("{:.2}", us_v / 1000.0) } else { format!("{:.0}", us_v) }
-}
-
-#[allow(clippy::too_many_arguments, reason = "one renderer for interval and final windows")]
-fn render_text(
-    t: &Tables,
-    procs: &[SummaryRow],
-    cgs: &[SummaryRow],
-    c: &ctx::Context,
-    throttle: &HashMap<&'static str, (u64, f64)>,
-    o: &Options,
-    is_final: bool,
-    secs: f64,
-) -> String {
-    let unit = if o.ms { "ms" } else { "us" };
-    let (n, _) = t.stalls();
-    let clock = format::now();
-    let clock = clock.get(11..19).unwrap_or("");
-    // Per kind: kinds nest (throttle sleeps happen inside reclaim), so no grand total.
-    let kinds: Vec<String> = t
-        .by_kind()
-        .iter()
-        .map(|(k, l)| format!("{} {} ({:.3} s)", kind_name(*k), l.count, l.total_ns as f64 / 1e9))
-        .collect();
-    let what = if kinds.is_empty() { "no stalls".to_string() } else { kinds.join(", ") };
-    let mut s = if is_final {
-        format!("\nreclaim summary over {secs:.1} s: {what}\n")
-    } else {
-        format!("{clock}  reclaim in the last {secs:.1} s: {what}\n")
-    };
-    let v = &c.vmstat;
-    let pct = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{p:.1}%"));
-    s += &format!(
-        "  context: allocstall +{}  pgscan direct +{} kswapd +{}  pgsteal direct +{} kswapd +{}  \
-         compact_stall +{}  psi some {} full {}  kswapd {} wakes, {:.0} ms awake\n",
-        v.allocstall,
-        v.pgscan_direct,
-        v.pgscan_kswapd,
-        v.pgsteal_direct,
-        v.pgsteal_kswapd,
-        v.compact_stall,
-        pct(c.psi.some_pct),
-        pct(c.psi.full_pct),
-        c.kswapd.wakes,
-        c.kswapd.awake_ms,
-    );
-    if !throttle.is_empty() {
-        let mut th: Vec<String> = throttle.iter().map(|(k, (n, ms))| format!("{k} {n} ({ms:.1} ms)")).collect();
-        th.sort();
-        s += &format!("  throttled: {}\n", th.join(", "));
-    }
-    if is_final {
-        let sc = &c.sysctl;
-        let o = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
-        s += &format!(
-            "  sysctl: vm.swappiness {}  vm.min_free_kbytes {}  vm.watermark_scale_factor {}  \
-             vm.zone_reclaim_mode {}  vm.overcommit_memory {}  vm.dirty_ratio {}\n",
-            o(sc.swappiness),
-            o(sc.min_free_kbytes),
-            o(sc.watermark_scale_factor),
-            o(sc.zone_reclaim_mode),
-            o(sc.overcommit_memory),
-            o(sc.dirty_ratio),
-        );
-        for z in &c.zones {
-            s += &format!(
-                "  zone: node {} {:<8} free {} KiB  min {} low {} high {} KiB\n",
-                z.node, z.zone, z.free_kb, z.min_kb, z.low_kb, z.high_kb
-            );
-        }
-    }
-    if n > 0 {
-        s += &format!(
-            "  {:<10} {:>7} {:<16} {:<28} {}\n",
-            "KIND", "PID", "COMM", "CGROUP", stat_header(unit),
-        );
-        for r in procs.iter().take(o.top) {
-            s += &format!(
-                "  {:<10} {:>7} {:<16} {:<28} {}\n",
-                r.kind,
-                r.pid.map_or("-".into(), |p| p.to_string()),
-                r.comm.as_deref().unwrap_or(""),
-                r.cgroup.as_deref().unwrap_or("?"),
-                stat_cols(r, o.ms),
-            );
-        }
-        if procs.len() > o.top {
-            s += &format!("  ... {} more processes\n", procs.len() - o.top);
-        }
-        s += &format!("  {:<10} {:<53} {}\n", "BY CGROUP", "", stat_header(unit));
-        for r in cgs.iter().take(o.top) {
-            s += &format!(
-                "  {:<10} {:<53} {}\n",
-                r.kind,
-                r.cgroup.clone().unwrap_or_else(|| r.cgroup_id.map_or("?".into(), |i| format!("id {i}"))),
-                stat_cols(r, o.ms),
-            );
-        }
-        if cgs.len() > o.top {
-            s += &format!("  ... {} more cgroups\n", cgs.len() - o.top);
-        }
-        if o.histogram {
-            for (k, l) in t.by_kind() {
-                s += &log2_bars(&l, o.ms, &format!("\n  {} stalls:", kind_name(k)));
-            }
-        }
-    }
-    for note in &c.notes {
-        s += &format!("  note: {note}\n");
-    }
-    s
-}
-
-fn render_stall(r: &StallRecord, ms: bool) -> String {
-    let d = if ms { format!("{:.2} ms", r.duration_us / 1000.0) } else { format!("{:.0} us", r.duration_us) };
-    let mut s = format!(
-        "{}  STALL {:<10} {:>10}  pid {} ({}) tid {}  memcg {}",
-        r.time.get(11..23).unwrap_or(&r.time),
-        r.kind,
-        d,
-        r.pid,
-        r.comm,
-        r.tid,
-        r.cgroup.as_deref().unwrap_or("?"),
-    );
-    if let (Some(o), Some(g)) = (r.order, &r.gfp_flags) {
-        s += &format!("  order {o} {g}");
-    }
-    if let Some(reason) = &r.reason {
-        s += &format!("  reason {reason}");
-    }
-    if r.nr_reclaimed > 0 {
-        s += &format!("  reclaimed {} pages", r.nr_reclaimed);
-    }
-    s.push('\n');
-    s
 }
 
 impl Agent for ReclaimAgent {
@@ -678,38 +431,45 @@ impl Agent for ReclaimAgent {
         if let (Some(id), Some(cg)) = (r.cgroup_id, r.cgroup.as_deref()) {
             self.names.learn(id, cg);
         }
-        out.emit(&r);
-        out.legacy_text(Text::out(render_stall(&r, self.opts.ms)));
+        self.announce(out);
+        out.emit(&ReclaimRecord::Stall(r));
         true
     }
 
+    fn tick(&mut self, out: &mut Out) {
+        self.announce(out);
+    }
+
+    /// Flips the buffers and drains the retired one (every second, whatever the output
+    /// interval: a buffer only ever holds about a second of keys).
     fn collect(&mut self) {
-        self.flip_and_drain();
+        if let Some(b) = self.buffers.flip() {
+            self.drain_buffer(b);
+        }
     }
 
     fn interval(&mut self, out: &mut Out) {
+        self.announce(out);
         self.ticks += 1;
         self.report(false, out);
     }
 
     fn finish(&mut self, out: &mut Out) {
-        // Programs are detached: both buffers are final.
+        self.announce(out);
+        // Programs are detached: once quiet, both buffers are final.
+        if !self.buffers.quiesce() {
+            self.buffers.timeouts += 1;
+        }
         self.drain_buffer(0);
         self.drain_buffer(1);
-        // The partial last interval when the run was interrupted (not when COUNT intervals
-        // ended it: stalls during the detach then show in the final summary only).
+        // The partial last interval when intervals ran and the run did not end with its
+        // COUNTth (stalls during the detach then show in the final summary only).
         let by_count = self.opts.count.is_some_and(|c| self.ticks >= c);
-        if self.opts.interval.is_some() && !by_count {
+        if self.ticks > 0 && !by_count {
             self.report(false, out);
         }
         self.report(true, out);
     }
-}
-
-/// Kind names in kernel-number order.
-#[cfg(test)]
-fn kinds() -> impl Iterator<Item = &'static str> {
-    (0..memtrace_common::reclaim::KINDS).map(kind_name)
 }
 
 #[cfg(test)]
@@ -720,6 +480,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::reclaim::report::stall_line;
 
     fn comm(s: &str) -> [u8; 16] {
         let mut c = [0; 16];
@@ -757,7 +518,7 @@ mod tests {
     fn decodes_a_stall() {
         let gfp = Gfp { table: vec![(0xcc0, "GFP_KERNEL".into())] };
         let r = decode_stall(&bytes(&stall(KIND_MEMCG)), &gfp).unwrap();
-        let j = serde_json::to_value(&r).unwrap();
+        let j = serde_json::to_value(ReclaimRecord::Stall(r)).unwrap();
         assert_eq!(j["type"], "reclaim_stall");
         assert_eq!(j["kind"], "memcg");
         assert_eq!(j["pid"], 10);
@@ -786,52 +547,14 @@ mod tests {
         assert_eq!(r.reason.as_deref(), Some("writeback|noprogress"));
         ev.kind = KIND_HIGH;
         assert_eq!(decode_stall(&bytes(&ev), &Gfp::default()).unwrap().kind, "high");
-        assert!(render_stall(&r, true).contains("12.35 ms"));
-    }
-
-    fn summed(n: u64, ns: u64, comm_s: &str) -> Summed {
-        let mut s = Summed::from_durations(&vec![ns; n as usize]);
-        s.comm = comm(comm_s);
-        s.nr_reclaimed = n * 2;
-        s
-    }
-
-    #[test]
-    fn tables_split_by_process_and_cgroup() {
-        let mut t = Tables::default();
-        t.add(&HistKey { kind: KIND_MEMCG, tgid: 1, memcg_id: 5 }, &summed(3, 50_000, "a"));
-        t.add(&HistKey { kind: KIND_MEMCG, tgid: 2, memcg_id: 5 }, &summed(2, 80_000, "b"));
-        t.add(&HistKey { kind: KIND_DIRECT, tgid: 1, memcg_id: 6 }, &summed(1, 1_000_000, "a"));
-        t.add(&HistKey { kind: KIND_MEMCG, tgid: 1, memcg_id: 5 }, &summed(1, 50_000, "a"));
-        assert_eq!(t.procs.len(), 3);
-        assert_eq!(t.cgroups.len(), 2);
-        assert_eq!(t.procs[&(KIND_MEMCG, 1)].lat.count, 4);
-        assert_eq!(t.procs[&(KIND_MEMCG, 1)].comm, "a");
-        assert_eq!(t.cgroups[&(KIND_MEMCG, 5)].count, 6);
-        assert_eq!(t.cgroups[&(KIND_MEMCG, 5)].nr_reclaimed, 12);
-        assert_eq!(t.stalls(), (7, 4 * 50_000 + 2 * 80_000 + 1_000_000));
-        assert_eq!(t.kind_count(KIND_DIRECT), 1);
-        let kinds: Vec<u32> = t.by_kind().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds, vec![KIND_DIRECT, KIND_MEMCG]);
-    }
-
-    #[test]
-    fn tables_stay_bounded() {
-        let mut t = Tables::default();
-        for i in 0..(MAX_ROWS as u32 + 10) {
-            t.add(&HistKey { kind: KIND_MEMCG, tgid: i + 1, memcg_id: u64::from(i) + 1 }, &summed(1, 10_000, "x"));
-        }
-        assert_eq!(t.procs.len(), MAX_ROWS + 1);
-        assert_eq!(t.cgroups.len(), MAX_ROWS + 1);
-        assert_eq!(t.procs[&(KIND_MEMCG, OTHER_TGID)].lat.count, 10);
-        assert_eq!(t.folded, 20);
+        assert!(stall_line(&r, true).contains("12.35 ms"));
     }
 
     #[test]
     fn map_sizes_fit_the_budget() {
         use crate::reclaim::config::map_sizes;
         let s = map_sizes(true);
-        let keys = s.iter().find(|(n, _)| *n == "RECLAIM_HIST0").unwrap().1;
+        let keys = s.iter().find(|(n, _)| *n == RECLAIM_HIST0).unwrap().1;
         assert!((128..=4096).contains(&keys));
         assert_eq!(std::mem::size_of::<Hist>(), 48 + 4 * BUCKETS);
         assert!(map_sizes(false).iter().all(|(_, n)| *n == 1));
@@ -842,6 +565,19 @@ mod tests {
         assert_eq!(reason_names(0), "none");
         assert_eq!(reason_names(1), "writeback");
         assert_eq!(reason_names(8 | 0x20), "congested|0x20");
-        assert_eq!(kinds().collect::<Vec<_>>(), ["direct", "memcg", "softlimit", "node", "compaction", "throttle", "high"]);
+        let kinds: Vec<&str> = (0..memtrace_common::reclaim::KINDS).map(kind_name).collect();
+        assert_eq!(kinds, ["direct", "memcg", "softlimit", "node", "compaction", "throttle", "high"]);
+    }
+
+    #[test]
+    fn throttle_deltas_by_reason() {
+        let a = vec![0u64; 16];
+        let mut b = vec![0u64; 16];
+        (b[0], b[1]) = (205, 348_000_000);
+        (b[14], b[15]) = (1, 50_000);
+        let d = ReclaimAgent::throttle_delta(&a, &b);
+        assert_eq!(d["writeback"], Throttle { count: 205, ms: 348.0 });
+        assert_eq!(d["none"], Throttle { count: 1, ms: 0.1 });
+        assert_eq!(d.len(), 2);
     }
 }

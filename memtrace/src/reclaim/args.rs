@@ -35,9 +35,11 @@ pub struct Options {
     pub min_latency: Duration,
     /// Rows per table in text mode.
     pub top: usize,
-    /// Interval of the periodic summaries, if any (the command's INTERVAL).
+    /// TRANSITIONAL, unused: app/registry.rs still sets it (the agent knows intervals run
+    /// from its `interval` calls). Goes with that line.
     pub interval: Option<Duration>,
-    /// Number of intervals that ends the run, if any (the command's COUNT).
+    /// TRANSITIONAL (set by app/registry.rs): the command's COUNT, so that a run COUNT
+    /// intervals ended gets no partial last interval.
     pub count: Option<u64>,
 }
 

@@ -3,7 +3,9 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use memtrace_common::reclaim::{Hist, ReclaimConfig};
+use memtrace_common::reclaim::{
+    Hist, RECLAIM_CONFIG, RECLAIM_HIST0, RECLAIM_HIST1, RECLAIM_START, ReclaimConfig,
+};
 
 use super::args::Options;
 use crate::{
@@ -39,19 +41,27 @@ pub fn globals(kernel: &Kernel, cfg: &Filter, opts: &Options) -> Vec<Global> {
     c.tp_thr_delayed = field("vmscan", "mm_vmscan_throttled", "usec_delayed", c.tp_thr_delayed);
     c.tp_thr_reason = field("vmscan", "mm_vmscan_throttled", "reason", c.tp_thr_reason);
     c.tp_kswapd_nid = field("vmscan", "mm_vmscan_kswapd_sleep", "nid", c.tp_kswapd_nid);
-    vec![Global::of("RECLAIM_CONFIG", &c)]
+    vec![Global::of(RECLAIM_CONFIG, &c)]
 }
 
+/// Test-only: a smaller histogram buffer (keys), to show that draining every second loses
+/// nothing when a run sees many more keys than a buffer holds.
+pub const KEYS_MAX_ENV: &str = "MEMTRACE_RECLAIM_KEYS_MAX";
+
 /// Map sizes for this session: the histogram buffers get as many keys as fit in 16 MiB
-/// per buffer on this machine's CPU count (per-CPU values), between 128 and 4096; the
-/// maps shrink to one entry when the family is not traced.
+/// per buffer on this machine's CPU count (per-CPU values), between 128 and 4096 (fewer,
+/// down to 8, with MEMTRACE_RECLAIM_KEYS_MAX); the maps shrink to one entry when the family
+/// is not traced.
 pub fn map_sizes(traced: bool) -> Vec<(&'static str, u32)> {
     if !traced {
-        return vec![("RECLAIM_HIST0", 1), ("RECLAIM_HIST1", 1), ("RECLAIM_START", 1)];
+        return vec![(RECLAIM_HIST0, 1), (RECLAIM_HIST1, 1), (RECLAIM_START, 1)];
     }
     let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
     let per_key = cpus * std::mem::size_of::<Hist>() + 64;
-    let keys = ((16usize << 20) / per_key).clamp(128, 4096) as u32;
-    vec![("RECLAIM_HIST0", keys), ("RECLAIM_HIST1", keys)]
+    let by_memory = ((16usize << 20) / per_key).clamp(128, 4096) as u32;
+    let keys = std::env::var(KEYS_MAX_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(by_memory, |v| v.clamp(8, by_memory));
+    vec![(RECLAIM_HIST0, keys), (RECLAIM_HIST1, keys)]
 }
-

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kernel::procfs::{Procfs, Zone, parse_psi};
 
@@ -26,7 +26,7 @@ pub struct Snapshot {
     pub numa_nodes: u32,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Sysctls {
     pub swappiness: Option<i64>,
     pub min_free_kbytes: Option<i64>,
@@ -82,7 +82,7 @@ impl Snapshot {
 }
 
 /// vmstat deltas over a window.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VmstatDelta {
     /// Sum of allocstall_* (entries into global direct reclaim).
     pub allocstall: u64,
@@ -93,7 +93,7 @@ pub struct VmstatDelta {
     pub compact_stall: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Psi {
     /// Share of wall time at least one task (some) / all non-idle tasks (full) stalled on
     /// memory during the window, %.
@@ -109,7 +109,7 @@ pub struct Psi {
     pub cgroup_full_pct: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Kswapd {
     pub wakes: u64,
     pub awake_ms: f64,
@@ -130,7 +130,7 @@ pub struct StallTotals {
 }
 
 /// The context of one window, as printed and as JSON.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Context {
     pub vmstat: VmstatDelta,
     pub psi: Psi,

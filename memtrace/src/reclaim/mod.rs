@@ -1,6 +1,10 @@
 //! Reclaim family: how long tasks stall in direct, memcg, soft-limit and node reclaim,
 //! reclaim throttling, direct compaction and memory.high; per process and per cgroup as
 //! HDR histograms, slow stalls listed, with the system context that explains them.
+//!
+//! Files: args.rs (options), hooks.rs (the hook table), config.rs (BPF global, map sizes),
+//! agent.rs (kernel maps -> records), model.rs (histograms, tables), context.rs (vmstat,
+//! PSI, zones, sysctls, notes), records.rs (the records), report.rs (records -> text).
 
 mod agent;
 mod args;
@@ -8,6 +12,8 @@ mod config;
 mod context;
 mod hooks;
 mod model;
+mod records;
+mod report;
 
 use aya::Ebpf;
 
@@ -17,7 +23,7 @@ use crate::{
         family::{Agent, AgentContext, Family, Filter},
         hook::Hook,
         loader::Global,
-        sink::{Text, View},
+        sink::View,
     },
     error::Error,
     kernel::Kernel,
@@ -53,16 +59,6 @@ impl Family for Reclaim {
     }
 
     fn view(&self) -> Box<dyn View> {
-        Box::new(NoView)
-    }
-
-}
-
-/// TRANSITIONAL: the agent prints its text itself.
-struct NoView;
-
-impl View for NoView {
-    fn record(&mut self, _rec: &serde_json::Value) -> Text {
-        Text::default()
+        Box::new(report::ReclaimView::new(&self.opts))
     }
 }

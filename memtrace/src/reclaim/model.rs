@@ -1,86 +1,33 @@
-//! Reclaim latency histograms in the agent: the kernel's log-linear buckets (see
-//! `memtrace_common::reclaim::bucket`) folded into HDR histograms, percentiles, and
-//! log2-style bars for the terminal.
+//! Reclaim latency histograms in the agent and the view: the kernel's per-CPU log-linear
+//! buckets (see `memtrace_common::reclaim::bucket`) summed exactly, turned into HDR
+//! histograms for percentiles and log2-style bars; and the per-process and per-cgroup
+//! tables a window aggregates into.
+
+use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
-#[cfg(test)]
-use memtrace_common::reclaim::bucket;
-use memtrace_common::reclaim::{BUCKETS, Hist, bucket_low, bucket_width};
+use memtrace_common::reclaim::{BUCKETS, Hist, HistKey, bucket, bucket_low, bucket_width};
+
+use crate::kernel::cstr;
 
 /// HDR precision: 2 significant digits (1%), finer than the kernel buckets (<= 1/32 from
 /// a bucket's midpoint), so the conversion adds little error.
 const SIGFIG: u8 = 2;
 
-/// One kernel histogram entry summed over CPUs.
-#[derive(Clone, Debug)]
-pub struct Summed {
-    pub count: u64,
-    pub total_ns: u64,
-    pub max_ns: u64,
-    pub nr_reclaimed: u64,
-    pub comm: [u8; 16],
-    pub buckets: Vec<u64>,
-}
-
-impl Summed {
-    pub fn empty() -> Summed {
-        Summed { count: 0, total_ns: 0, max_ns: 0, nr_reclaimed: 0, comm: [0; 16], buckets: vec![0; BUCKETS] }
-    }
-
-    /// Sums the per-CPU copies of one key.
-    pub fn from_cpus<'a>(cpus: impl IntoIterator<Item = &'a Hist>) -> Summed {
-        let mut s = Summed::empty();
-        for h in cpus {
-            if h.count == 0 {
-                continue;
-            }
-            s.count += h.count;
-            s.total_ns += h.total_ns;
-            s.max_ns = s.max_ns.max(h.max_ns);
-            s.nr_reclaimed += h.nr_reclaimed;
-            if s.comm[0] == 0 {
-                s.comm = h.comm;
-            }
-            for (a, b) in s.buckets.iter_mut().zip(h.buckets.iter()) {
-                *a += u64::from(*b);
-            }
-        }
-        s
-    }
-
-    /// Buckets a list of durations the way the kernel does (tests).
-    #[cfg(test)]
-    pub fn from_durations(ns: &[u64]) -> Summed {
-        let mut s = Summed::empty();
-        for &v in ns {
-            s.count += 1;
-            s.total_ns += v;
-            s.max_ns = s.max_ns.max(v);
-            s.buckets[bucket(v)] += 1;
-        }
-        s
-    }
-}
-
-/// A latency distribution: HDR histogram (ns) plus exact count, total and max.
-#[derive(Clone, Debug)]
+/// A latency distribution: the kernel's buckets plus the exact count, total, max and pages
+/// reclaimed. Sums exactly; an HDR histogram is made from it only for percentiles and bars.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Latency {
-    pub hist: Histogram<u64>,
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
     pub nr_reclaimed: u64,
+    pub buckets: Vec<u64>,
 }
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency {
-            hist: Histogram::new(SIGFIG).expect("valid sigfig"),
-            count: 0,
-            total_ns: 0,
-            max_ns: 0,
-            nr_reclaimed: 0,
-        }
+        Latency { count: 0, total_ns: 0, max_ns: 0, nr_reclaimed: 0, buckets: vec![0; BUCKETS] }
     }
 }
 
@@ -95,38 +42,39 @@ pub struct Percentiles {
 }
 
 impl Latency {
-    /// Adds a kernel histogram: each bucket's count at the bucket's midpoint, except one
-    /// count of the highest non-empty bucket, recorded at the exact maximum.
-    pub fn add(&mut self, s: &Summed) {
-        if s.count == 0 {
-            return;
-        }
-        self.count += s.count;
-        self.total_ns += s.total_ns;
-        self.max_ns = self.max_ns.max(s.max_ns);
-        self.nr_reclaimed += s.nr_reclaimed;
-        let top = s.buckets.iter().rposition(|&c| c > 0);
-        for (i, &c) in s.buckets.iter().enumerate() {
-            if c == 0 {
+    /// Sums the per-CPU copies of one kernel histogram entry; with the first comm found.
+    pub fn from_cpus<'a>(cpus: impl IntoIterator<Item = &'a Hist>) -> (Latency, [u8; 16]) {
+        let mut l = Latency::default();
+        let mut comm = [0; 16];
+        for h in cpus {
+            if h.count == 0 {
                 continue;
             }
-            let mid = (bucket_low(i) + bucket_width(i) / 2).max(1);
-            if Some(i) == top && s.max_ns > 0 {
-                self.record(mid, c - 1);
-                self.record(s.max_ns.max(1), 1);
-            } else {
-                self.record(mid, c);
+            l.count += h.count;
+            l.total_ns += h.total_ns;
+            l.max_ns = l.max_ns.max(h.max_ns);
+            l.nr_reclaimed += h.nr_reclaimed;
+            if comm[0] == 0 {
+                comm = h.comm;
+            }
+            for (a, b) in l.buckets.iter_mut().zip(h.buckets.iter()) {
+                *a += u64::from(*b);
             }
         }
-        // Bucket counts are u32 per CPU and could in theory disagree with the u64 count;
-        // the count shown is the kernel's.
+        (l, comm)
     }
 
-    /// Records with auto-resize (`saturating_record*` would clamp to the current top).
-    fn record(&mut self, v: u64, n: u64) {
-        if n > 0 && self.hist.record_n(v, n).is_err() {
-            self.hist.saturating_record_n(v, n);
+    /// Buckets a list of durations the way the kernel does (tests).
+    #[cfg(test)]
+    pub fn from_durations(ns: &[u64]) -> Latency {
+        let mut l = Latency::default();
+        for &v in ns {
+            l.count += 1;
+            l.total_ns += v;
+            l.max_ns = l.max_ns.max(v);
+            l.buckets[bucket(v)] += 1;
         }
+        l
     }
 
     pub fn merge(&mut self, o: &Latency) {
@@ -134,11 +82,57 @@ impl Latency {
         self.total_ns += o.total_ns;
         self.max_ns = self.max_ns.max(o.max_ns);
         self.nr_reclaimed += o.nr_reclaimed;
-        let _ = self.hist.add(&o.hist);
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+    }
+
+    /// The non-empty buckets as `[low_ns, high_ns, count]` (a record's `histogram`).
+    pub fn histogram(&self) -> Vec<[u64; 3]> {
+        (self.buckets.iter().enumerate())
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| [bucket_low(i), bucket_low(i) + bucket_width(i), *c])
+            .collect()
+    }
+
+    /// Adds a record's `histogram` (buckets known by their low bound).
+    pub fn add_histogram(&mut self, h: &[[u64; 3]]) {
+        for [low, _, c] in h {
+            self.buckets[bucket(*low)] += c;
+        }
+    }
+
+    /// The HDR histogram (ns): each bucket's count at the bucket's midpoint, except one
+    /// count of the highest non-empty bucket, recorded at the exact maximum.
+    pub fn hdr(&self) -> Histogram<u64> {
+        let mut h = Histogram::new(SIGFIG).expect("valid sigfig");
+        // Records with auto-resize (`saturating_record*` would clamp to the current top).
+        let mut record = |v: u64, n: u64| {
+            if n > 0 && h.record_n(v, n).is_err() {
+                h.saturating_record_n(v, n);
+            }
+        };
+        let top = self.buckets.iter().rposition(|&c| c > 0);
+        for (i, &c) in self.buckets.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let mid = (bucket_low(i) + bucket_width(i) / 2).max(1);
+            if Some(i) == top && self.max_ns > 0 {
+                record(mid, c - 1);
+                record(self.max_ns.max(1), 1);
+            } else {
+                record(mid, c);
+            }
+        }
+        // Bucket counts are u32 per CPU and could in theory disagree with the u64 count;
+        // the count shown is the kernel's.
+        h
     }
 
     pub fn percentiles(&self) -> Percentiles {
-        let q = |x: f64| self.hist.value_at_quantile(x).min(self.max_ns.max(1));
+        let h = self.hdr();
+        let q = |x: f64| h.value_at_quantile(x).min(self.max_ns.max(1));
         Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: self.max_ns }
     }
 }
@@ -151,7 +145,7 @@ pub fn log2_bars(l: &Latency, ms: bool, title: &str) -> String {
     // values below one unit.
     let mut slots: Vec<u64> = Vec::new();
     let mut below = 0u64;
-    for v in l.hist.iter_recorded() {
+    for v in l.hdr().iter_recorded() {
         let n = v.count_at_value();
         let units = v.value_iterated_to() / unit;
         if units == 0 {
@@ -179,6 +173,67 @@ pub fn log2_bars(l: &Latency, ms: bool, title: &str) -> String {
     s
 }
 
+/// Rows kept per table; further keys are folded into one "other" row (counted).
+pub const MAX_ROWS: usize = 4096;
+pub const OTHER_TGID: u32 = u32::MAX;
+pub const OTHER_MEMCG: u64 = u64::MAX;
+
+/// One (kind, process) row.
+#[derive(Default)]
+pub struct ProcRow {
+    pub lat: Latency,
+    pub comm: String,
+    /// Stall counts per memcg id: the row's cgroup is the most frequent.
+    pub cgroups: HashMap<u64, u64>,
+}
+
+impl ProcRow {
+    pub fn memcg(&self) -> u64 {
+        self.cgroups.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).map_or(0, |(id, _)| *id)
+    }
+}
+
+/// A window's stalls per (kind, process) and per (kind, cgroup), bounded.
+#[derive(Default)]
+pub struct Tables {
+    pub procs: HashMap<(u32, u32), ProcRow>,
+    pub cgroups: HashMap<(u32, u64), Latency>,
+    /// Keys folded into the "other" rows because the tables were full.
+    pub folded: u64,
+}
+
+impl Tables {
+    /// One kernel histogram entry (its process's `comm`).
+    pub fn add(&mut self, k: &HistKey, l: &Latency, comm: &[u8; 16]) {
+        let full = self.procs.len() >= MAX_ROWS;
+        let pk = if full && !self.procs.contains_key(&(k.kind, k.tgid)) {
+            self.folded += 1;
+            (k.kind, OTHER_TGID)
+        } else {
+            (k.kind, k.tgid)
+        };
+        let row = self.procs.entry(pk).or_default();
+        row.lat.merge(l);
+        if row.comm.is_empty() {
+            row.comm = if pk.1 == OTHER_TGID { "(other)".into() } else { cstr(comm) };
+        }
+        *row.cgroups.entry(k.memcg_id).or_default() += l.count;
+        let full = self.cgroups.len() >= MAX_ROWS;
+        let ck = if full && !self.cgroups.contains_key(&(k.kind, k.memcg_id)) {
+            self.folded += 1;
+            (k.kind, OTHER_MEMCG)
+        } else {
+            (k.kind, k.memcg_id)
+        };
+        self.cgroups.entry(ck).or_default().merge(l);
+    }
+
+    /// Stalls of one kind.
+    pub fn kind_count(&self, kind: u32) -> u64 {
+        self.cgroups.iter().filter(|((k, _), _)| *k == kind).map(|(_, l)| l.count).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,12 +258,10 @@ mod tests {
     /// Kernel buckets -> HDR must give every percentile within the kernel bucket's half
     /// width (1/32) plus HDR's 1%, i.e. within 4.5%, and the exact count, sum and max.
     fn check(name: &str, mut samples: Vec<u64>) {
-        let s = Summed::from_durations(&samples);
-        let mut l = Latency::default();
-        l.add(&s);
+        let l = Latency::from_durations(&samples);
         samples.sort_unstable();
         assert_eq!(l.count, samples.len() as u64);
-        assert_eq!(l.hist.len(), samples.len() as u64, "{name}: HDR holds every sample");
+        assert_eq!(l.hdr().len(), samples.len() as u64, "{name}: HDR holds every sample");
         assert_eq!(l.total_ns, samples.iter().sum::<u64>());
         assert_eq!(l.max_ns, *samples.last().unwrap());
         let p = l.percentiles();
@@ -259,10 +312,7 @@ mod tests {
 
     #[test]
     fn single_values_are_exact_at_the_max() {
-        let s = Summed::from_durations(&[1_500_000]);
-        let mut l = Latency::default();
-        l.add(&s);
-        let p = l.percentiles();
+        let p = Latency::from_durations(&[1_500_000]).percentiles();
         assert_eq!(p.max, 1_500_000);
         // Every percentile of one sample is that sample (within HDR's 1%).
         assert!((p.p50 as f64 - 1_500_000.0).abs() / 1_500_000.0 < 0.01, "{p:?}");
@@ -279,17 +329,16 @@ mod tests {
         b.buckets[1] = 1;
         b.comm = [0; 16];
         let empty = Hist { count: 0, total_ns: 0, max_ns: 0, nr_reclaimed: 0, comm: [0; 16], buckets: [0; BUCKETS] };
-        let s = Summed::from_cpus([&empty, &a, &b]);
+        let (s, comm) = Latency::from_cpus([&empty, &a, &b]);
         assert_eq!((s.count, s.total_ns, s.max_ns, s.nr_reclaimed), (3, 60, 90, 10));
         assert_eq!(&s.buckets[..2], &[2, 1]);
-        assert_eq!(&s.comm[..3], b"dd\0");
+        assert_eq!(&comm[..3], b"dd\0");
     }
 
     #[test]
     fn bars_cover_every_sample() {
         let ns: Vec<u64> = [3_000u64, 5_000, 6_000, 100_000, 2_000_000].repeat(10);
-        let mut l = Latency::default();
-        l.add(&Summed::from_durations(&ns));
+        let l = Latency::from_durations(&ns);
         let text = log2_bars(&l, false, "memcg");
         let total: u64 = text
             .lines()
@@ -299,5 +348,66 @@ mod tests {
         assert_eq!(total, 50, "{text}");
         assert!(text.contains("2 -> 3"), "{text}");
         assert!(text.contains("1024 -> 2047"), "{text}");
+    }
+
+    /// Merging sums exactly; a record's histogram gives the same buckets back.
+    #[test]
+    fn merges_and_round_trips_through_records() {
+        let a = Latency::from_durations(&[3_000, 5_000, 100_000]);
+        let b = Latency::from_durations(&[5_000, 2_000_000]);
+        let mut m = a.clone();
+        m.merge(&b);
+        assert_eq!(m, Latency::from_durations(&[3_000, 5_000, 100_000, 5_000, 2_000_000]));
+        let h = m.histogram();
+        assert_eq!(h.iter().map(|[_, _, c]| c).sum::<u64>(), 5);
+        assert!(h.iter().all(|[lo, hi, _]| lo < hi && bucket(*lo) == bucket(hi - 1)), "{h:?}");
+        let mut back = Latency { count: m.count, total_ns: m.total_ns, max_ns: m.max_ns, nr_reclaimed: 0, ..Default::default() };
+        back.add_histogram(&h);
+        assert_eq!(back, m);
+    }
+
+    fn comm(s: &str) -> [u8; 16] {
+        let mut c = [0; 16];
+        c[..s.len()].copy_from_slice(s.as_bytes());
+        c
+    }
+
+    fn lat(n: u64, ns: u64) -> Latency {
+        let mut l = Latency::from_durations(&vec![ns; n as usize]);
+        l.nr_reclaimed = n * 2;
+        l
+    }
+
+    #[test]
+    fn tables_split_by_process_and_cgroup() {
+        use memtrace_common::reclaim::{KIND_DIRECT, KIND_MEMCG};
+        let mut t = Tables::default();
+        t.add(&HistKey { kind: KIND_MEMCG, tgid: 1, memcg_id: 5 }, &lat(3, 50_000), &comm("a"));
+        t.add(&HistKey { kind: KIND_MEMCG, tgid: 2, memcg_id: 5 }, &lat(2, 80_000), &comm("b"));
+        t.add(&HistKey { kind: KIND_DIRECT, tgid: 1, memcg_id: 6 }, &lat(1, 1_000_000), &comm("a"));
+        t.add(&HistKey { kind: KIND_MEMCG, tgid: 1, memcg_id: 5 }, &lat(1, 50_000), &comm("a"));
+        assert_eq!(t.procs.len(), 3);
+        assert_eq!(t.cgroups.len(), 2);
+        assert_eq!(t.procs[&(KIND_MEMCG, 1)].lat.count, 4);
+        assert_eq!(t.procs[&(KIND_MEMCG, 1)].comm, "a");
+        assert_eq!(t.procs[&(KIND_MEMCG, 1)].memcg(), 5);
+        assert_eq!(t.cgroups[&(KIND_MEMCG, 5)].count, 6);
+        assert_eq!(t.cgroups[&(KIND_MEMCG, 5)].nr_reclaimed, 12);
+        assert_eq!(t.kind_count(KIND_DIRECT), 1);
+        assert_eq!(t.kind_count(KIND_MEMCG), 6);
+    }
+
+    #[test]
+    fn tables_stay_bounded() {
+        use memtrace_common::reclaim::KIND_MEMCG;
+        let mut t = Tables::default();
+        for i in 0..(MAX_ROWS as u32 + 10) {
+            t.add(&HistKey { kind: KIND_MEMCG, tgid: i + 1, memcg_id: u64::from(i) + 1 }, &lat(1, 10_000), &comm("x"));
+        }
+        assert_eq!(t.procs.len(), MAX_ROWS + 1);
+        assert_eq!(t.cgroups.len(), MAX_ROWS + 1);
+        assert_eq!(t.procs[&(KIND_MEMCG, OTHER_TGID)].lat.count, 10);
+        assert_eq!(t.procs[&(KIND_MEMCG, OTHER_TGID)].comm, "(other)");
+        assert_eq!(t.folded, 20);
     }
 }

@@ -79,6 +79,25 @@ pub fn set_comm(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
+/// A private anonymous read-write mapping of `len` bytes (exits on failure).
+pub fn map_anon(len: usize) -> *mut u8 {
+    // SAFETY: anonymous private mapping; checked for MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        fail("mmap failed");
+    }
+    base.cast()
+}
+
 /// Prints a line and flushes it (the harness waits for it).
 pub fn say(line: &str) {
     let mut out = std::io::stdout().lock();

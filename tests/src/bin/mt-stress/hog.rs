@@ -2,28 +2,14 @@
 //! one page at a time in steps of K KiB (sleeping U µs between steps), prints
 //! `ready <touched KiB>` and sleeps (or exits with --exit).
 
-use crate::common::{Opts, park, say};
+use crate::common::{Opts, map_anon, park, say};
 
 pub fn run(o: &Opts) {
     let mb = o.num("mb", 16);
     let step = o.num("step-kb", 1024) as usize * 1024;
     let pause = std::time::Duration::from_micros(o.num("step-us", 0));
     let total = mb as usize * 1024 * 1024;
-    // SAFETY: anonymous private mapping; checked for MAP_FAILED.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            total,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        crate::common::fail("mmap failed");
-    }
-    let base = base.cast::<u8>();
+    let base = map_anon(total);
     let mut done = 0;
     while done < total {
         let end = (done + step).min(total);

@@ -6,7 +6,8 @@
 //! Usage: mt-stress <workload> [options]
 //!   hog --mb N [--step-kb K] [--exit]   touch N MiB of anonymous memory, then sleep (or exit)
 //!   pagecache --path F --mb N [--read] [--passes K] [--loop] [--exit]   buffered file writes
-//!   lazyfree --mb N                     N MiB of MADV_FREE memory (reclaimable without swap)
+//!   lazyfree --mb N [--churn] [--forks K [--pause-ms P]]   N MiB of MADV_FREE memory
+//!                                        (reclaimable without swap); K processes in turn
 //!   tmpfs-write --path P --mb N [--hold] [--go F]  write N MiB into a tmpfs file, exit
 //!                                        (shmem.rs)
 //!   memfd-write --name S --mb N [--exit] write N MiB into a memfd, hold it

@@ -4,7 +4,6 @@
 //! pressing process and its cgroup, and never blame a process outside it.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -15,82 +14,14 @@ use memtrace_tests::{
     stats_of, stress_bin,
 };
 
-const MIB: u64 = 1024 * 1024;
+use crate::common::{
+    MIB, assert_intervals_add_up, assert_rows_sane, assert_stats_match, cgroup_row, count,
+    final_context, key_storm, num, proc_row, summaries,
+};
 
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
-}
-
-/// `reclaim_summary` rows: final (whole run) or interval ones.
-fn summaries(lines: &[Value], is_final: bool) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "reclaim_summary" && l["final"] == is_final).collect()
-}
-
-fn proc_row<'a>(rows: &[&'a Value], kind: &str, pid: u32) -> Option<&'a Value> {
-    rows.iter().copied().find(|r| r["kind"] == kind && r["pid"] == pid)
-}
-
-fn cgroup_row<'a>(rows: &[&'a Value], kind: &str, cgroup: &str) -> Option<&'a Value> {
-    rows.iter().copied().find(|r| r["kind"] == kind && r.get("pid").is_none() && r["cgroup"] == cgroup)
-}
-
-fn num(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number in {v}"))
-}
-
-fn count(v: &Value) -> u64 {
-    v["count"].as_u64().unwrap_or_else(|| panic!("count in {v}"))
-}
-
-/// Percentiles positive and ordered, bounded by max, max by the total.
-fn assert_sane(r: &Value) {
-    let p: Vec<f64> = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"].iter().map(|k| num(r, k)).collect();
-    assert!(p[0] > 0.0, "p50 not positive: {r}");
-    assert!(p.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {r}");
-    let total = num(r, "total_us");
-    assert!(total >= p[4] - 0.001, "total below max: {r}");
-    assert!(total <= p[4] * count(r) as f64 + 0.001, "total above count x max: {r}");
-    assert!(count(r) >= 1, "{r}");
-    assert!(r["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{r}");
-}
-
-/// Every row of the run: sane; per-cgroup rows omit pid and comm.
-fn assert_rows_sane(lines: &[Value]) {
-    for r in lines.iter().filter(|l| l["type"] == "reclaim_summary") {
-        assert_sane(r);
-        if r.get("pid").is_none() {
-            assert!(r.get("comm").is_none(), "cgroup row with a comm: {r}");
-        } else {
-            assert!(r["comm"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
-        }
-    }
-}
-
-/// The kernel counted exactly what the final rows hold, nothing was lost.
-fn assert_stats_match(lines: &[Value]) {
-    let s = stats_of(lines, "reclaim");
-    let rows: u64 = summaries(lines, true).iter().filter(|r| r.get("pid").is_none()).map(|r| count(r)).sum();
-    assert_eq!(s["events"].as_u64().unwrap(), rows, "kernel-counted stalls vs final cgroup rows: {s}");
-    assert_eq!(s["map_full"], 0, "{s}");
-    assert_eq!(s["ringbuf_drops"], 0, "{s}");
-    assert_eq!(s["read_errors"], 0, "{s}");
-    assert_eq!(s["undecodable"], 0, "{s}");
-    let stalls = lines.iter().filter(|l| l["type"] == "reclaim_stall").count() as u64;
-    assert_eq!(s["received"].as_u64().unwrap(), stalls, "{s}");
-}
-
-/// Interval rows add up to the final rows (double-buffered kernel maps lose nothing).
-fn assert_intervals_add_up(lines: &[Value]) {
-    let mut sums: HashMap<(String, String), u64> = HashMap::new();
-    for r in summaries(lines, false).iter().filter(|r| r.get("pid").is_none()) {
-        *sums.entry((r["kind"].to_string(), r["cgroup"].to_string())).or_default() += count(r);
-    }
-    assert!(!sums.is_empty(), "no interval rows");
-    for r in summaries(lines, true).iter().filter(|r| r.get("pid").is_none()) {
-        let k = (r["kind"].to_string(), r["cgroup"].to_string());
-        assert_eq!(sums.get(&k).copied().unwrap_or(0), count(r), "intervals vs final for {k:?}");
-    }
 }
 
 /// memcg stalls in a cgroup against the cgroup's own counter: each memcg reclaim follows
@@ -179,7 +110,7 @@ fn memcg_page_cache_stalls_are_counted_and_attributed() {
     }
     let slow_memcg = stalls.iter().filter(|s| s["pid"] == presser.pid() && s["kind"] == "memcg").count() as u64;
     assert!(slow_memcg <= count(row));
-    let ctx = lines.iter().find(|l| l["type"] == "reclaim_context" && l["final"] == true).expect("final context");
+    let ctx = final_context(&lines);
     assert!(ctx["throttle"]["writeback"]["count"].as_u64().is_some_and(|n| n > 0), "no writeback throttling: {ctx}");
     assert!(ctx["notes"].to_string().contains("written back"), "{ctx}");
     assert!(ctx["notes"].to_string().contains(&cg.rel), "{ctx}");
@@ -394,3 +325,18 @@ fn doctor_reports_reclaim_hooks() {
         }
     }
 }
+
+/// Under `watch` with no interval given (every 5 s), 48 processes in turn each press a
+/// 32 MiB cgroup with a 64 MiB pass and exit, while the kernel's histogram buffers hold 16
+/// keys: drained every second, they lose nothing (the final rows hold every stall the
+/// kernel counted, map_full 0) though the run sees several times more keys than they hold.
+#[test]
+fn a_storm_of_more_keys_than_the_buffers_hold_loses_nothing() {
+    let cg = MemCgroup::new("rc-keys", 32 * MIB);
+    let lines = key_storm(16, Some(&cg), 48, 64);
+    let fin = summaries(&lines, true);
+    let storm: u64 = fin.iter().filter(|r| r["comm"] == "mt-rc-train").map(|r| count(r)).sum();
+    let cgr = cgroup_row(&fin, "memcg", &cg.rel).expect("the storm's cgroup row");
+    assert!(storm >= count(cgr), "storm rows {storm} vs cgroup row {cgr}");
+}
+

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use memtrace_tests::{MemCgroup, Memtrace, Stress, Value, require_vm, stats_of};
 
-const MIB: u64 = 1024 * 1024;
+use crate::common::{MIB, assert_sane, final_context, key_storm, summaries};
 
 fn proc_kv(file: &str, key: &str) -> u64 {
     let text = std::fs::read_to_string(file).unwrap();
@@ -28,14 +28,41 @@ fn allocstall() -> u64 {
         .sum()
 }
 
-fn finals(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "reclaim_summary" && l["final"] == true).collect()
+/// A small gap between the low watermark (kswapd wakes) and the min one (allocations
+/// reclaim themselves), so that kswapd cannot keep ahead: set while it lives.
+struct TightWatermarks(Vec<(&'static str, String)>);
+
+impl TightWatermarks {
+    fn set() -> TightWatermarks {
+        let sysctls = [("/proc/sys/vm/watermark_scale_factor", "1"), ("/proc/sys/vm/min_free_kbytes", "1024")];
+        let saved = sysctls.iter().map(|(p, _)| (*p, std::fs::read_to_string(p).unwrap())).collect();
+        for (p, v) in sysctls {
+            std::fs::write(p, v).unwrap();
+        }
+        TightWatermarks(saved)
+    }
 }
 
-fn sane(r: &Value) {
-    let p: Vec<f64> =
-        ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"].iter().map(|k| r[k].as_f64().unwrap()).collect();
-    assert!(p[0] > 0.0 && p.windows(2).all(|w| w[0] <= w[1]), "{r}");
+impl Drop for TightWatermarks {
+    fn drop(&mut self) {
+        for (p, v) in &self.0 {
+            let _ = std::fs::write(p, v.trim());
+        }
+    }
+}
+
+/// Every direct reclaim is one allocstall: memtrace's direct stalls over its run (the
+/// final per-cgroup rows) equal the kernel's count over the same window (the final
+/// context); returns that count.
+fn assert_direct_is_allocstall(lines: &[Value]) -> u64 {
+    let direct: u64 = summaries(lines, true)
+        .iter()
+        .filter(|r| r["kind"] == "direct" && r.get("pid").is_none())
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    let ctx = final_context(lines);
+    assert_eq!(direct, ctx["vmstat"]["allocstall"].as_u64().unwrap(), "{ctx}");
+    direct
 }
 
 /// MADV_FREE memory plus an anonymous hog larger than what is free: allocations outrun
@@ -44,13 +71,7 @@ fn sane(r: &Value) {
 #[ignore = "VM only: cargo xtask vm-test"]
 fn global_direct_reclaim_is_seen_as_direct() {
     require_vm();
-    // A small gap between the low watermark (kswapd wakes) and the min one (allocations
-    // reclaim themselves): kswapd cannot keep ahead of the hog.
-    let sysctls = [("/proc/sys/vm/watermark_scale_factor", "1"), ("/proc/sys/vm/min_free_kbytes", "1024")];
-    let saved: Vec<String> = sysctls.iter().map(|(p, _)| std::fs::read_to_string(p).unwrap()).collect();
-    for (p, v) in sysctls {
-        std::fs::write(p, v).unwrap();
-    }
+    let tight = TightWatermarks::set();
     let avail_mb = proc_kv("/proc/meminfo", "MemAvailable") / 1024;
     let lazy_mb = avail_mb * 45 / 100;
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", &lazy_mb.to_string(), "--comm", "mt-vm-lazy"]);
@@ -65,36 +86,28 @@ fn global_direct_reclaim_is_seen_as_direct() {
     assert_eq!(hog.wait_signal(Duration::from_secs(60)), None, "the hog was killed");
     let stalls = allocstall() - stall0;
     let lines = mt.stop();
-    for ((p, _), v) in sysctls.iter().zip(&saved) {
-        std::fs::write(p, v.trim()).unwrap();
-    }
+    drop(tight);
     assert_eq!(proc_kv("/proc/vmstat", "oom_kill"), oom0, "something was OOM-killed");
     assert!(lazy.child.try_wait().unwrap().is_none(), "the lazyfree process died");
     assert!(stalls > 0, "the kernel counted no direct reclaim (allocstall)");
 
-    let fin = finals(&lines);
+    let fin = summaries(&lines, true);
     let row = fin
         .iter()
         .find(|r| r["kind"] == "direct" && r["pid"] == hog.pid())
         .unwrap_or_else(|| panic!("no direct row for the hog: {fin:?}"));
     assert_eq!(row["comm"], "mt-vm-direct");
     assert!(row["nr_reclaimed"].as_u64().unwrap() > 0, "{row}");
-    sane(row);
-    // Every direct reclaim is one allocstall: memtrace's total over its run equals the
-    // kernel's count over the same window (its context line), and covers the hog's.
-    let direct: u64 = fin
-        .iter()
-        .filter(|r| r["kind"] == "direct" && r.get("pid").is_none())
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum();
-    let ctx = lines.iter().find(|l| l["type"] == "reclaim_context" && l["final"] == true).unwrap();
+    assert_sane(row);
+    // Every direct reclaim is one allocstall, over memtrace's run; and covers the hog's.
+    let direct = assert_direct_is_allocstall(&lines);
+    let ctx = final_context(&lines);
     eprintln!(
         "direct reclaim: memtrace {direct} stalls (hog {} stalls, p50 {} us, p99 {} us, max {} us, \
          {} pages), allocstall {} over memtrace's run, {stalls} over the hog's",
         row["count"], row["p50_us"], row["p99_us"], row["max_us"], row["nr_reclaimed"],
         ctx["vmstat"]["allocstall"]
     );
-    assert_eq!(direct, ctx["vmstat"]["allocstall"].as_u64().unwrap(), "{ctx}");
     assert!(direct >= stalls, "memtrace {direct} < allocstall delta {stalls}");
     assert!(ctx["kswapd"]["wakes"].as_u64().unwrap() > 0, "kswapd never woke: {ctx}");
     for s in lines.iter().filter(|l| l["type"] == "reclaim_stall" && l["kind"] == "direct") {
@@ -129,14 +142,14 @@ fn memory_high_enforcement_is_seen_as_high() {
     let highs = events(&cg, "high") - high0;
     let lines = mt.stop();
     assert!(highs > 0, "the cgroup never went over memory.high");
-    let fin = finals(&lines);
+    let fin = summaries(&lines, true);
     let row = fin
         .iter()
         .find(|r| r["kind"] == "high" && r["pid"] == hog.pid())
         .unwrap_or_else(|| panic!("no high row for the hog: {fin:?}"));
     assert_eq!(row["comm"], "mt-vm-high");
     assert_eq!(row["cgroup"], cg.rel.as_str());
-    sane(row);
+    assert_sane(row);
     eprintln!("memory.high: {highs} high events, memtrace: {row}");
     // memory.high reclaim itself is memcg reclaim.
     assert!(fin.iter().any(|r| r["kind"] == "memcg" && r["pid"] == hog.pid()), "{fin:?}");
@@ -147,4 +160,33 @@ fn events(cg: &MemCgroup, key: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Global direct reclaim by 32 short-lived processes in turn, under `watch` with no
+/// interval given and histogram buffers of 8 keys: nothing is lost (key_storm's checks),
+/// and the direct stalls still equal the kernel's allocstall over the run.
+#[test]
+#[ignore = "VM only: cargo xtask vm-test"]
+fn a_global_storm_of_more_keys_than_the_buffers_hold_matches_allocstall() {
+    require_vm();
+    let tight = TightWatermarks::set();
+    let oom0 = proc_kv("/proc/vmstat", "oom_kill");
+    // A parked hog leaves 128 MiB available; each process then passes 192 MiB through
+    // MADV_FREE chunks, so it reclaims its own earlier chunks, every time (its exit frees
+    // them all again).
+    let fill_mb = (proc_kv("/proc/meminfo", "MemAvailable") / 1024).saturating_sub(128);
+    let mut fill = Stress::spawn(&["hog", "--mb", &fill_mb.to_string(), "--comm", "mt-vm-fill"]);
+    fill.wait_line("ready", Duration::from_secs(600));
+    let lines = key_storm(8, None, 32, 192);
+    drop(tight);
+    assert_eq!(proc_kv("/proc/vmstat", "oom_kill"), oom0, "something was OOM-killed");
+    assert!(fill.child.try_wait().unwrap().is_none(), "the parked hog died");
+    let direct = assert_direct_is_allocstall(&lines);
+    let train: u64 = summaries(&lines, true)
+        .iter()
+        .filter(|r| r["kind"] == "direct" && r["comm"] == "mt-rc-train")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    eprintln!("global key storm: {direct} direct stalls, {train} by the storm's processes");
+    assert!(train > 0, "the storm's processes never entered direct reclaim");
 }

@@ -62,7 +62,8 @@ pub struct Options {
     pub top: usize,
     pub top_caches: usize,
     pub dirs: bool,
-    /// TRANSITIONAL: JSON lists every cache, text the top ones.
+    /// TRANSITIONAL: nothing reads it (the agent emits every cache, the text view shows
+    /// the top ones); it goes with the line in app/registry.rs that still sets it.
     pub json: bool,
 }
 

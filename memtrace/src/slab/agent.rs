@@ -319,6 +319,10 @@ impl SlabAgent {
         let scope = p.scope;
         let (by_cache, by_row) = self.rows(p.caches, p.callers);
         let ranked = ranked_by_net(&by_cache);
+        let mut rows_of: HashMap<String, HashMap<RowId, Counts>> = HashMap::new();
+        for (r, v) in by_row {
+            rows_of.entry(r.cache.clone()).or_default().insert(r, v);
+        }
         for (name, c) in &ranked {
             let size = self.object_size(name, p.now.slabinfo.as_ref());
             let (slabinfo_active, slabinfo_delta) =
@@ -347,11 +351,7 @@ impl SlabAgent {
                 slabinfo_delta,
             }));
             // The cache's callers, in the direction the cache moved.
-            let mine: HashMap<RowId, Counts> = by_row
-                .iter()
-                .filter(|(r, _)| &r.cache == name)
-                .map(|(r, v)| (r.clone(), *v))
-                .collect();
+            let mine = rows_of.remove(name).unwrap_or_default();
             // A shrinking cache with --live: whose objects were released.
             let rows = if c.net() < 0 && self.opts.live {
                 top_by_frees(&mine, self.opts.top)

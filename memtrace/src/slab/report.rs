@@ -213,28 +213,24 @@ fn period_text(p: &PeriodRecord, records: &[SlabRecord]) -> String {
         "SLABINFO Δ",
         "WHO (top caller)"
     );
-    // A cache's records run from its slab_cache record to the next one.
-    let starts: Vec<usize> = records
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| matches!(r, SlabRecord::Cache(_)).then_some(i))
-        .collect();
-    for (n, &start) in starts.iter().enumerate().take(p.top_caches) {
-        let end = starts.get(n + 1).copied().unwrap_or(records.len());
-        let SlabRecord::Cache(c) = &records[start] else { unreachable!("a cache's first record") };
-        let rest = &records[start + 1..end];
-        let growth: Vec<&GrowthRecord> = rest
-            .iter()
-            .filter_map(|r| if let SlabRecord::Growth(g) = r { Some(g) } else { None })
-            .collect();
-        text += &cache_text(c, &growth);
-        for r in rest {
-            if let SlabRecord::Dentry(d) = r {
-                text += &dentry_text(d);
-            }
+    // A cache's records run from its slab_cache record to the next one: its callers, then
+    // for dentry the dentry context.
+    let mut caches: Vec<(&CacheRecord, Vec<&GrowthRecord>, Vec<&DentryRecord>)> = Vec::new();
+    for r in records {
+        match (r, caches.last_mut()) {
+            (SlabRecord::Cache(c), _) => caches.push((c, Vec::new(), Vec::new())),
+            (SlabRecord::Growth(g), Some(last)) => last.1.push(g),
+            (SlabRecord::Dentry(d), Some(last)) => last.2.push(d),
+            _ => {}
         }
     }
-    if starts.is_empty() {
+    for (c, growth, dentry) in caches.iter().take(p.top_caches) {
+        text += &cache_text(c, growth);
+        for d in dentry {
+            text += &dentry_text(d);
+        }
+    }
+    if caches.is_empty() {
         text += "    (no slab activity)\n";
     }
     text.push('\n');

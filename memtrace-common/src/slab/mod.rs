@@ -1,6 +1,6 @@
 //! Slab family: kmem_cache_alloc / kmem_cache_free aggregated in the kernel, per cache and
 //! per cache x call site x process x memory cgroup. Nothing is streamed per allocation; the
-//! agent reads these maps every interval.
+//! agent reads these maps every second (its collection), whatever the output interval.
 //!
 //! A *cache key* identifies a cache in the maps. With the BTF/raw tracepoints it is the
 //! `struct kmem_cache *` itself; the classic tracepoint passes only the name, so its keys

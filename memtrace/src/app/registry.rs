@@ -1,6 +1,5 @@
 //! The only file that names every family. The engine walks what it is given here.
 
-use std::time::Duration;
 
 use crate::{
     engine::family::Family,
@@ -10,14 +9,12 @@ use crate::{
 
 use super::cli::Command;
 
+/// Every family of the build (with a command's options) and the names of those it traces.
+pub type Selection = (Vec<Box<dyn Family>>, Vec<&'static str>);
+
 /// Every family of this build, with the options `cmd` gives it (defaults for the families
-/// the command does not trace), and the names of those it traces. `interval` and `count`
-/// are the command's, resolved.
-pub fn for_command(
-    cmd: &Command,
-    interval: Option<Duration>,
-    count: Option<u64>,
-) -> Result<(Vec<Box<dyn Family>>, Vec<&'static str>), Error> {
+/// the command does not trace), and the names of those it traces.
+pub fn for_command(cmd: &Command) -> Result<Selection, Error> {
     let mut o = oom::Options::default();
     let mut r = reclaim::Options::default();
     let mut sl = slab::Options::default();
@@ -42,14 +39,6 @@ pub fn for_command(
             sh = c.args.validate()?;
             vec!["shmem"]
         }
-    };
-    // TRANSITIONAL: what agents still decide from the command's interval and output.
-    r.interval = interval;
-    r.count = count;
-    sl.json = match cmd {
-        Command::Watch(c) => c.trace.json,
-        Command::Slab(c) => c.trace.json,
-        _ => false,
     };
     let all = vec![oom::family(o), reclaim::family(r), slab::family(sl), shmem::family(sh)];
     Ok((all, traced))

@@ -34,7 +34,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     };
     let (interval, count) = interval.resolve(default)?;
     let filter = trace.filter()?;
-    let (families, traced) = registry::for_command(&cli.command, interval, count)?;
+    let (families, traced) = registry::for_command(&cli.command)?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![if trace.json {
         Box::new(JsonSink::stdout())
     } else {

@@ -63,6 +63,14 @@ pub fn decode<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
+/// How a session ended, for the agents' final records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct End {
+    /// The COUNTth interval ended it: that interval was just emitted, so a family needs no
+    /// partial last one.
+    pub by_count: bool,
+}
+
 /// Consumes one family's kernel output during a session and emits its typed records.
 pub trait Agent {
     /// One ring-buffer record of this family (`kind` from its header); false when it cannot
@@ -82,5 +90,5 @@ pub trait Agent {
 
     /// After the programs are detached (the agent's maps are still readable): the final
     /// records.
-    fn finish(&mut self, _out: &mut Out) {}
+    fn finish(&mut self, _out: &mut Out, _end: End) {}
 }

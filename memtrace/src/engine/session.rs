@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use super::{
-    family::{Agent, AgentContext, Family, Filter},
+    family::{Agent, AgentContext, End, Family, Filter},
     loader::{self, Global},
     records::{EngineRecord, FamilyStats, Gap, Ready, Stats},
     select::{self, HookOutcome},
@@ -143,6 +143,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut collect = tokio::time::interval_at(now + COLLECT, COLLECT);
     let mut ticks = 0u64;
+    let mut end = End::default();
     let stopped_early = stop.requested();
 
     while !stopped_early && sinks.broken.is_none() {
@@ -171,6 +172,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
                 }
                 ticks += 1;
                 if count.is_some_and(|c| ticks >= c) {
+                    end.by_count = true;
                     break;
                 }
             }
@@ -193,7 +195,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     drain(ring.get_mut(), &mut agents, &mut counts, &mut sinks);
     for a in &mut agents {
         a.agent.collect();
-        a.agent.finish(&mut Out::new(a.name, &mut sinks));
+        a.agent.finish(&mut Out::new(a.name, &mut sinks), end);
     }
     kernel_counts(&stats_map, &agents, &mut counts);
     sinks.engine(&EngineRecord::Stats(Stats {

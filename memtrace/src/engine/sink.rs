@@ -52,12 +52,6 @@ pub trait Sink {
     /// One record; `family` None for the engine's own (ready, stats).
     fn record(&mut self, family: Option<&str>, rec: &Value) -> io::Result<()>;
 
-    /// TRANSITIONAL: text an agent rendered from its own state (only the text sink prints
-    /// it). Goes away once every family's text is a view of its records.
-    fn legacy_text(&mut self, _t: &Text) -> io::Result<()> {
-        Ok(())
-    }
-
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -87,15 +81,6 @@ impl Sinks {
     pub fn value(&mut self, family: Option<&str>, v: &Value) {
         for i in 0..self.list.len() {
             if let Err(e) = self.list[i].record(family, v) {
-                self.fail(e);
-            }
-        }
-    }
-
-    /// TRANSITIONAL: see [`Sink::legacy_text`].
-    pub fn legacy_text(&mut self, t: &Text) {
-        for i in 0..self.list.len() {
-            if let Err(e) = self.list[i].legacy_text(t) {
                 self.fail(e);
             }
         }
@@ -137,11 +122,6 @@ impl<'a> Out<'a> {
     /// One typed record (serialized with its `"type"`).
     pub fn emit(&mut self, rec: &impl Serialize) {
         self.sinks.emit(Some(self.family), rec);
-    }
-
-    /// TRANSITIONAL: see [`Sink::legacy_text`].
-    pub fn legacy_text(&mut self, t: Text) {
-        self.sinks.legacy_text(&t);
     }
 }
 
@@ -215,10 +195,6 @@ impl Sink for TextSink {
         self.print(&text)
     }
 
-    fn legacy_text(&mut self, t: &Text) -> io::Result<()> {
-        self.print(t)
-    }
-
     fn finish(&mut self) -> io::Result<()> {
         let mut all = Text::default();
         let mut names: Vec<&String> = self.views.keys().collect();
@@ -237,7 +213,9 @@ impl Sink for TextSink {
 mod tests {
     use super::*;
 
-    struct Collect(std::rc::Rc<std::cell::RefCell<Vec<(Option<String>, Value)>>>);
+    type Seen = Vec<(Option<String>, Value)>;
+
+    struct Collect(std::rc::Rc<std::cell::RefCell<Seen>>);
 
     impl Sink for Collect {
         fn record(&mut self, family: Option<&str>, rec: &Value) -> io::Result<()> {

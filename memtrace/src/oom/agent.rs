@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     engine::{
-        family::{Agent, Filter, decode},
+        family::{Agent, End, Filter, decode},
         sink::Out,
     },
     kernel::{cgroup, procfs::Procfs},
@@ -278,7 +278,7 @@ impl Agent for OomAgent {
         self.flush(false, out);
     }
 
-    fn finish(&mut self, out: &mut Out) {
+    fn finish(&mut self, out: &mut Out, _end: End) {
         self.flush(true, out);
     }
 }

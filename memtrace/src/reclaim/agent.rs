@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     engine::{
-        family::{Agent, Filter, decode},
+        family::{Agent, End, Filter, decode},
         format,
         loader::take_map,
         sink::Out,
@@ -454,7 +454,7 @@ impl Agent for ReclaimAgent {
         self.report(false, out);
     }
 
-    fn finish(&mut self, out: &mut Out) {
+    fn finish(&mut self, out: &mut Out, end: End) {
         self.announce(out);
         // Programs are detached: once quiet, both buffers are final.
         if !self.buffers.quiesce() {
@@ -464,8 +464,7 @@ impl Agent for ReclaimAgent {
         self.drain_buffer(1);
         // The partial last interval when intervals ran and the run did not end with its
         // COUNTth (stalls during the detach then show in the final summary only).
-        let by_count = self.opts.count.is_some_and(|c| self.ticks >= c);
-        if self.ticks > 0 && !by_count {
+        if self.ticks > 0 && !end.by_count {
             self.report(false, out);
         }
         self.report(true, out);

@@ -35,12 +35,6 @@ pub struct Options {
     pub min_latency: Duration,
     /// Rows per table in text mode.
     pub top: usize,
-    /// TRANSITIONAL, unused: app/registry.rs still sets it (the agent knows intervals run
-    /// from its `interval` calls). Goes with that line.
-    pub interval: Option<Duration>,
-    /// TRANSITIONAL (set by app/registry.rs): the command's COUNT, so that a run COUNT
-    /// intervals ended gets no partial last interval.
-    pub count: Option<u64>,
 }
 
 impl Default for Options {
@@ -50,8 +44,6 @@ impl Default for Options {
             ms: false,
             min_latency: Duration::from_millis(1),
             top: 10,
-            interval: None,
-            count: None,
         }
     }
 }
@@ -63,8 +55,6 @@ impl Args {
             ms: self.milliseconds,
             min_latency: self.min_latency,
             top: self.top as usize,
-            interval: None,
-            count: None,
         })
     }
 }

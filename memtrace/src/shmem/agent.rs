@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     engine::{
-        family::{Agent, Filter, decode},
+        family::{Agent, End, Filter, decode},
         format,
         loader::take_map,
         sink::Out,
@@ -492,7 +492,7 @@ impl Agent for ShmemAgent {
         self.report(false, out);
     }
 
-    fn finish(&mut self, out: &mut Out) {
+    fn finish(&mut self, out: &mut Out, _end: End) {
         self.report(true, out);
     }
 }

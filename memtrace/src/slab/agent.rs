@@ -1,11 +1,14 @@
-//! The slab agent: the kernel counts allocations and frees per cache and per cache x call
-//! site x process x memory cgroup (memtrace-ebpf/src/slab); every interval the agent reads
-//! those maps, turns cumulative counters into deltas, symbolizes call sites, reconciles
-//! with /proc/slabinfo and /proc/sys/fs/dentry-state, and emits the top caches by net
-//! growth with their top callers.
+//! The slab agent. The kernel counts allocations and frees per cache and per cache x call
+//! site x process x memory cgroup in cumulative per-CPU maps (memtrace-ebpf/src/slab).
+//! Every collection (each second) the agent reads them, turns them into deltas for the
+//! current period and the totals, and prunes idle caller rows so the kernel map keeps room
+//! however long the output interval. Every interval (and at the end, with the totals) it
+//! emits the period's records: each cache that changed, ranked by net growth, with its top
+//! callers (symbolized, named), reconciled with /proc/slabinfo and, for dentry, with
+//! /proc/sys/fs/dentry-state and the directories the lookups hit.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -13,39 +16,39 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use memtrace_common::{
-    CgroupPath, TASK_COMM_LEN,
-    slab::{
-        AT_FDCWD, CACHE_NAME_FAILED, CACHE_SIZE_ONLY, CACHE_SLOTS, CALLER_SLOTS, CacheCounters,
-        CacheInfo, CacheSlot, CallerCounts, CallerKey, CallerSlot, DirKey, S_CACHE_NAME_FAILED,
-        S_CACHES_FULL, S_CALLERS_FULL, S_CGROUP_READ_FAILED, S_DIR_JOINED, S_DIR_NO_PATH,
-        S_DIR_READ_FAILED, S_DIRS_FULL, S_LIVE_FAILED, S_LIVE_HITS, S_LIVE_INSERTS,
-        S_LIVE_MISSES, S_LIVE_REPLACED, S_PATHS_RECORDED,
-    },
+use memtrace_common::slab::{
+    CACHE_NAME_FAILED, CACHE_SIZE_ONLY, CACHE_SLOTS, CALLER_SLOTS, CacheCounters, CacheInfo,
+    CacheSlot, CallerCounts, CallerKey, CallerSlot, DirKey, S_CACHE_NAME_FAILED, S_CACHES_FULL,
+    S_CALLERS_FULL, S_CGROUP_READ_FAILED, S_DIR_JOINED, S_DIR_NO_PATH, S_DIR_READ_FAILED,
+    S_DIRS_FULL, S_LIVE_FAILED, S_LIVE_HITS, S_LIVE_INSERTS, S_LIVE_MISSES, S_LIVE_REPLACED,
+    S_PATHS_RECORDED, SLAB_CACHE_COUNTS, SLAB_CACHE_INFO, SLAB_CACHE_SLOTS, SLAB_CALLER_SLOTS,
+    SLAB_CALLERS, SLAB_DIRS, SLAB_LIVE, SLAB_STATS,
 };
-use serde::Serialize;
 
 use super::{
     args::Options,
     config::callers_max,
-    model::{Counts, Cumulative, group_by, top_by_frees, top_by_net},
+    model::{Counts, Cumulative, group_by, ranked_by_net, top_by_frees, top_by_net},
+    names::Names,
+    report::{
+        CacheRecord, DentryRecord, DirRecord, GrowthRecord, LiveSummary, PeriodRecord, Scope,
+        SlabRecord, SummaryRecord,
+    },
 };
 use crate::{
     engine::{
-        family::{Agent, Filter},
+        family::{Agent, End, Filter},
         format,
         loader::take_map as take,
-        sink::{Out, Text},
+        sink::Out,
     },
     error::Error,
     kernel::{
-        cgroup, cstr,
+        cstr,
         kallsyms::Kallsyms,
-        procfs::{self, Procfs},
+        procfs::{DentryState, Procfs, SlabinfoRow},
     },
 };
-
-// ------------------------------------------------------------------------------ agent
 
 /// What the kernel told us about a cache key.
 #[derive(Clone, Debug)]
@@ -55,7 +58,7 @@ struct CacheMeta {
     size: u32,
 }
 
-/// A caller row as shown: keys of the same cache name merged.
+/// A caller row as emitted: keys of the same cache name merged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct RowId {
     cache: String,
@@ -64,135 +67,37 @@ struct RowId {
     memcg: u64,
 }
 
-/// A directory row as shown.
+/// A directory row as emitted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct DirId {
     dir: String,
     tgid: u32,
 }
 
-#[derive(Serialize)]
-struct SlabCacheLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    scope: &'static str,
-    time: &'a str,
-    seconds: f64,
-    cache: &'a str,
-    object_size: u32,
-    allocs: u64,
-    frees: u64,
-    net: i64,
-    net_bytes: i64,
-    /// Other names merged into this cache (/sys/kernel/slab symlinks).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    aliases: Vec<String>,
-    /// /proc/slabinfo active objects now, and their change over the same period.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slabinfo_active: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slabinfo_delta: Option<i64>,
+type Slabinfo = HashMap<String, SlabinfoRow>;
+
+/// /proc readings taken at a period's ends.
+#[derive(Clone)]
+struct Readings {
+    slabinfo: Option<Slabinfo>,
+    dentry: Option<DentryState>,
 }
 
-#[derive(Serialize)]
-struct SlabGrowthLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    scope: &'static str,
-    time: &'a str,
-    cache: &'a str,
-    call_site: String,
-    /// True with --live: `frees` are this caller's objects freed since the start (by
-    /// anyone). False: frees are not attributed to callers (0), only to caches.
-    live: bool,
-    tgid: u32,
-    comm: String,
-    cgroup: Option<String>,
-    allocs: u64,
-    frees: u64,
-    net: i64,
-    net_bytes: i64,
+impl Readings {
+    fn read(procfs: &Procfs) -> Readings {
+        Readings { slabinfo: procfs.slabinfo(), dentry: procfs.dentry_state() }
+    }
 }
 
-#[derive(Serialize)]
-struct DirLine {
-    dir: String,
-    tgid: u32,
-    comm: String,
-    allocs: u64,
-}
-
-#[derive(Serialize)]
-struct SlabDentryLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    scope: &'static str,
-    time: &'a str,
-    seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nr_dentry: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nr_negative: Option<i64>,
-    /// Change of nr_negative and of nr_dentry - nr_negative over the period.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    negative_growth: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    positive_growth: Option<i64>,
-    /// Dentry allocations joined with a path syscall, and those without one.
-    joined: u64,
-    unjoined: u64,
-    dirs: Vec<DirLine>,
-}
-
-#[derive(Serialize, Default)]
-struct LiveSummary {
-    enabled: bool,
-    max: u32,
-    inserts: u64,
-    hits: u64,
-    misses: u64,
-    replaced: u64,
-    failed: u64,
-    entries: u64,
-    /// inserts - hits - entries: objects forgotten because the map was full.
-    evicted: u64,
-}
-
-#[derive(Serialize)]
-struct SlabSummaryLine {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    caches_seen: usize,
-    caller_rows: usize,
-    caller_rows_max: u32,
-    caller_rows_full: u64,
-    caller_rows_pruned: u64,
-    caches_full: u64,
-    cache_name_failed: u64,
-    cgroup_read_failed: u64,
-    live: LiveSummary,
-    paths_recorded: u64,
-    dirs_joined: u64,
-    dirs_no_path: u64,
-    dirs_read_failed: u64,
-    dirs_full: u64,
-    notes: Vec<String>,
-}
-
-type Slabinfo = HashMap<String, procfs::SlabinfoRow>;
-
-/// One period to print: its deltas (or totals) and the procfs readings at both ends.
-#[derive(Clone, Copy)]
+/// One period to emit: its deltas (or totals) and the readings at both ends.
 struct Period<'a> {
-    scope: &'static str,
+    scope: Scope,
     seconds: f64,
     caches: &'a HashMap<u64, Counts>,
     callers: &'a HashMap<CallerKey, Counts>,
     dirs: &'a HashMap<DirKey, Counts>,
-    /// /proc/slabinfo (now, then).
-    slabinfo: Option<(&'a Slabinfo, &'a Slabinfo)>,
-    /// dentry-state (now, then).
-    dentry: Option<(procfs::DentryState, procfs::DentryState)>,
+    then: &'a Readings,
+    now: &'a Readings,
     /// Dentry allocations with and without a directory.
     dentry_counts: (u64, u64),
 }
@@ -203,32 +108,28 @@ struct Maps {
     cache_slots: PerCpuArray<MapData, CacheSlot>,
     caller_slots: PerCpuArray<MapData, CallerSlot>,
     callers: PerCpuHashMap<MapData, CallerKey, CallerCounts>,
-    comms: BpfHashMap<MapData, u32, [u8; TASK_COMM_LEN]>,
-    cgroups: BpfHashMap<MapData, u64, CgroupPath>,
     live: BpfHashMap<MapData, u64, CallerKey>,
     dirs: PerCpuHashMap<MapData, DirKey, u64>,
     stats: PerCpuArray<MapData, u64>,
 }
 
 pub struct SlabAgent {
-    cfg: Filter,
-    procfs: Procfs,
+    filter: Filter,
     opts: Options,
     maps: Maps,
+    names: Names,
     syms: Kallsyms,
+    procfs: Procfs,
+    aliases: BTreeMap<String, Vec<String>>,
     meta: HashMap<u64, CacheMeta>,
     caches: Cumulative<u64>,
     callers: Cumulative<CallerKey>,
     dirs: Cumulative<DirKey>,
-    comms: HashMap<u32, String>,
-    cgroups: HashMap<u64, Option<String>>,
-    cwds: HashMap<u32, Option<String>>,
-    aliases: BTreeMap<String, Vec<String>>,
-    slabinfo_start: Option<Slabinfo>,
-    slabinfo_prev: Option<Slabinfo>,
-    dentry_start: Option<procfs::DentryState>,
-    dentry_prev: Option<procfs::DentryState>,
-    stats_prev: [u64; 16],
+    /// Readings at the start and at the end of the last interval.
+    start: Readings,
+    prev: Readings,
+    /// Dentry allocations with and without a directory, at the end of the last interval.
+    dentry_counts_prev: (u64, u64),
     started: Instant,
     last: Instant,
     callers_max: u32,
@@ -236,45 +137,38 @@ pub struct SlabAgent {
 }
 
 impl SlabAgent {
-    pub fn new(ebpf: &mut Ebpf, cfg: Filter, opts: Options) -> Result<SlabAgent, Error> {
+    pub fn new(ebpf: &mut Ebpf, filter: Filter, opts: Options) -> Result<SlabAgent, Error> {
         let maps = Maps {
-            info: take(ebpf, "SLAB_CACHE_INFO")?,
-            counts: take(ebpf, "SLAB_CACHE_COUNTS")?,
-            cache_slots: take(ebpf, "SLAB_CACHE_SLOTS")?,
-            caller_slots: take(ebpf, "SLAB_CALLER_SLOTS")?,
-            callers: take(ebpf, "SLAB_CALLERS")?,
-            comms: take(ebpf, "SLAB_COMMS")?,
-            cgroups: take(ebpf, "SLAB_CGROUPS")?,
-            live: take(ebpf, "SLAB_LIVE")?,
-            dirs: take(ebpf, "SLAB_DIRS")?,
-            stats: take(ebpf, "SLAB_STATS")?,
+            info: take(ebpf, SLAB_CACHE_INFO)?,
+            counts: take(ebpf, SLAB_CACHE_COUNTS)?,
+            cache_slots: take(ebpf, SLAB_CACHE_SLOTS)?,
+            caller_slots: take(ebpf, SLAB_CALLER_SLOTS)?,
+            callers: take(ebpf, SLAB_CALLERS)?,
+            live: take(ebpf, SLAB_LIVE)?,
+            dirs: take(ebpf, SLAB_DIRS)?,
+            stats: take(ebpf, SLAB_STATS)?,
         };
         let procfs = Procfs::system();
-        let slabinfo = procfs.slabinfo();
-        let dentry = procfs.dentry_state();
         for (asked, c) in &opts.resolved {
             log::warn!("--cache {asked}: merged into cache {c}; tracing {c}");
         }
+        let start = Readings::read(&procfs);
         let now = Instant::now();
         Ok(SlabAgent {
-            cfg,
+            filter,
             opts,
             maps,
+            names: Names::new(ebpf, procfs.clone())?,
             syms: Kallsyms::load(),
+            aliases: procfs.slab_aliases(),
+            procfs,
             meta: HashMap::new(),
             caches: Cumulative::new(4096),
             callers: Cumulative::new(65_536),
             dirs: Cumulative::new(4096),
-            comms: HashMap::new(),
-            cgroups: HashMap::new(),
-            cwds: HashMap::new(),
-            aliases: procfs.slab_aliases(),
-            procfs,
-            slabinfo_start: slabinfo.clone(),
-            slabinfo_prev: slabinfo,
-            dentry_start: dentry,
-            dentry_prev: dentry,
-            stats_prev: [0; 16],
+            prev: start.clone(),
+            start,
+            dentry_counts_prev: (0, 0),
             started: now,
             last: now,
             callers_max: callers_max(),
@@ -284,6 +178,13 @@ impl SlabAgent {
 
     fn stat(&self, slot: u32) -> u64 {
         self.maps.stats.get(&slot, 0).map(|v| v.iter().copied().sum()).unwrap_or(0)
+    }
+
+    /// Dentry allocations joined with a directory, and those without one, since the start.
+    fn dentry_counts(&self) -> (u64, u64) {
+        let unjoined =
+            self.stat(S_DIR_NO_PATH) + self.stat(S_DIR_READ_FAILED) + self.stat(S_DIRS_FULL);
+        (self.stat(S_DIR_JOINED), unjoined)
     }
 
     /// New cache keys: names and sizes.
@@ -304,7 +205,7 @@ impl SlabAgent {
         }
     }
 
-    fn read_counts(&mut self) -> HashMap<u64, Counts> {
+    fn read_counts(&mut self) {
         let mut cur: HashMap<u64, Counts> = HashMap::new();
         for item in self.maps.counts.iter() {
             let Ok((key, vals)) = item else { continue };
@@ -321,10 +222,10 @@ impl SlabAgent {
                 cur.entry(v.key).or_default().add(Counts { allocs: v.allocs, frees: v.frees });
             }
         }
-        self.caches.update(cur)
+        self.caches.update(cur);
     }
 
-    fn read_callers(&mut self) -> HashMap<CallerKey, Counts> {
+    fn read_callers(&mut self) {
         // The hash map first, then the per-CPU slots: a row written back in between is
         // missed by this reading, not counted twice.
         let mut cur: HashMap<CallerKey, Counts> = HashMap::new();
@@ -335,7 +236,7 @@ impl SlabAgent {
                 c.add(Counts { allocs: v.allocs, frees: v.frees });
             }
         }
-        let mut in_slots = std::collections::HashSet::new();
+        let mut in_slots = HashSet::new();
         for i in 0..CALLER_SLOTS {
             let Ok(vals) = self.maps.caller_slots.get(&i, 0) else {
                 continue;
@@ -346,108 +247,30 @@ impl SlabAgent {
             }
         }
         let delta = self.callers.update(cur);
-        // Keep room in the kernel map: past 80% full, drop the rows that did not change
-        // this interval and have nothing pending in a slot (their totals stay here).
-        if self.callers.len() as u64 * 5 > self.callers_max as u64 * 4 {
-            let idle: Vec<CallerKey> =
-                self.callers.idle(&delta).filter(|k| !in_slots.contains(*k)).copied().collect();
-            for k in idle {
-                if self.maps.callers.remove(&k).is_ok() {
-                    self.pruned += 1;
-                    self.callers.fold(&k, |k| CallerKey {
-                        cache: k.cache,
-                        call_site: 0,
-                        memcg: 0,
-                        tgid: 0,
-                        _pad: 0,
-                    });
-                }
-            }
-        }
-        delta
+        // Keep room in the kernel map: rows that did not change since the last reading
+        // and have nothing pending in a slot go (their totals stay here, folded per cache
+        // beyond the cap).
+        let map = &mut self.maps.callers;
+        self.pruned += self.callers.prune(
+            &delta,
+            self.callers_max,
+            |k| in_slots.contains(k),
+            |k| map.remove(k).is_ok(),
+            |k| CallerKey { cache: k.cache, ..CallerKey::default() },
+        );
     }
 
-    fn read_dirs(&mut self) -> HashMap<DirKey, Counts> {
+    fn read_dirs(&mut self) {
         let mut cur = HashMap::new();
         for item in self.maps.dirs.iter() {
             let Ok((key, vals)) = item else { continue };
             cur.insert(key, Counts { allocs: vals.iter().copied().sum(), frees: 0 });
         }
-        self.dirs.update(cur)
+        self.dirs.update(cur);
     }
 
     fn cache_name(&self, key: u64) -> String {
         self.meta.get(&key).map_or_else(|| format!("?{key:#x}"), |m| m.name.clone())
-    }
-
-    fn comm(&mut self, tgid: u32) -> String {
-        if let Some(c) = self.comms.get(&tgid) {
-            return c.clone();
-        }
-        let c = self
-            .maps
-            .comms
-            .get(&tgid, 0)
-            .ok()
-            .map(|c| cstr(&c))
-            .or_else(|| {
-                std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok().map(|s| s.trim().into())
-            })
-            .unwrap_or_else(|| "?".into());
-        if self.comms.len() < 65_536 {
-            self.comms.insert(tgid, c.clone());
-        }
-        c
-    }
-
-    fn cgroup(&mut self, memcg: u64) -> Option<String> {
-        if memcg == 0 {
-            return None;
-        }
-        if let Some(c) = self.cgroups.get(&memcg) {
-            return c.clone();
-        }
-        let c = self.maps.cgroups.get(&memcg, 0).ok().and_then(|p| cgroup::render(&p));
-        if c.is_some() && self.cgroups.len() < 65_536 {
-            self.cgroups.insert(memcg, c.clone());
-        }
-        c
-    }
-
-    /// A directory of a dentry row: absolute as recorded, or resolved against the process's
-    /// current directory (read when first shown). Paths relative to another dirfd stay
-    /// "(fd N of PID)": the fd may have been reused since.
-    fn dir_name(&mut self, k: &DirKey) -> String {
-        let raw = cstr(&k.dir);
-        if raw.starts_with('/') {
-            return raw;
-        }
-        let base = if k.dfd == AT_FDCWD {
-            if self.cwds.len() > 4096 {
-                self.cwds.clear();
-            }
-            self.cwds
-                .entry(k.tgid)
-                .or_insert_with(|| {
-                    std::fs::read_link(format!("/proc/{}/cwd", k.tgid))
-                        .ok()
-                        .map(|p| p.to_string_lossy().into_owned())
-                })
-                .clone()
-                .unwrap_or_else(|| format!("(cwd of {})", k.tgid))
-        } else {
-            format!("(fd {} of {})", k.dfd, k.tgid)
-        };
-        join_dir(&base, &raw)
-    }
-
-    fn row_id(&self, k: &CallerKey) -> RowId {
-        RowId {
-            cache: self.cache_name(k.cache),
-            call_site: k.call_site,
-            tgid: k.tgid,
-            memcg: k.memcg,
-        }
     }
 
     /// Cache rows and caller rows of a period, with the -c filter applied.
@@ -458,16 +281,16 @@ impl SlabAgent {
     ) -> (HashMap<String, Counts>, HashMap<RowId, Counts>) {
         let mut by_row: HashMap<RowId, Counts> = HashMap::new();
         for (k, v) in callers {
-            let id = self.row_id(k);
+            let id = RowId {
+                cache: self.cache_name(k.cache),
+                call_site: k.call_site,
+                tgid: k.tgid,
+                memcg: k.memcg,
+            };
             by_row.entry(id).or_default().add(*v);
         }
-        if let Some(filter) = self.cfg.cgroup.clone() {
-            let keep: Vec<RowId> = by_row
-                .keys()
-                .filter(|r| self.cgroup_under(r.memcg, &filter))
-                .cloned()
-                .collect::<Vec<_>>();
-            by_row.retain(|r, _| keep.contains(r));
+        if let Some(filter) = self.filter.cgroup.clone() {
+            by_row.retain(|r, _| self.names.cgroup_under(r.memcg, &filter));
             // Per-cache counters know no cgroup: sum the cgroup's rows instead.
             let by_cache = group_by(&by_row, |r| r.cache.clone());
             return (by_cache, by_row);
@@ -476,319 +299,150 @@ impl SlabAgent {
         (by_cache, by_row)
     }
 
-    fn cgroup_under(&mut self, memcg: u64, filter: &str) -> bool {
-        self.cgroup(memcg).is_some_and(|c| cgroup::under(&c, filter))
-    }
-
     /// What one object takes: from the kernel's cache (or the allocation record), else
     /// slabinfo's objsize (classic kmem_cache_free records carry no size).
-    fn object_size(&self, cache: &str) -> u32 {
+    fn object_size(&self, cache: &str, slabinfo: Option<&Slabinfo>) -> u32 {
         let traced = self.meta.values().filter(|m| m.name == cache).map(|m| m.size).max();
         match traced {
             Some(s) if s > 0 => s,
-            _ => self
-                .slabinfo_prev
-                .as_ref()
-                .and_then(|i| i.get(cache))
-                .map_or(0, |r| r.objsize as u32),
+            _ => slabinfo.and_then(|i| i.get(cache)).map_or(0, |r| r.objsize as u32),
         }
     }
 
-    /// Emits one period: "interval" (since the last tick) or "total" (since the start).
+    /// Emits one period: every cache that changed, largest net growth first, each with its
+    /// top callers (and the dentry context after dentry's), then the closing record.
     fn emit(&mut self, p: &Period, out: &mut Out) {
-        let Period { scope, seconds, caches, callers, slabinfo, .. } = *p;
+        // Names are looked up again each period: processes rename themselves, ids are reused.
+        self.names.forget();
+        self.read_meta();
         let time = format::now();
-        let (by_cache, by_row) = self.rows(caches, callers);
-        let mut cache_list: Vec<(String, Counts)> =
-            by_cache.into_iter().filter(|(_, c)| !c.is_zero()).collect();
-        cache_list.sort_by(|a, b| {
-            b.1.net().cmp(&a.1.net()).then(b.1.allocs.cmp(&a.1.allocs)).then(a.0.cmp(&b.0))
-        });
-        let shown = if self.opts.json { cache_list.len() } else { self.opts.top_caches };
-        let mut text = String::new();
-        if !self.opts.json {
-            text += &format!(
-                "{time}  slab {scope} ({seconds:.1} s)\n{:<26} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}  {}\n",
-                "CACHE",
-                "OBJSIZE",
-                "ALLOCS",
-                "FREES",
-                "NET",
-                "NET BYTES",
-                "SLABINFO Δ",
-                "WHO (top caller)"
-            );
+        let scope = p.scope;
+        let (by_cache, by_row) = self.rows(p.caches, p.callers);
+        let ranked = ranked_by_net(&by_cache);
+        let mut rows_of: HashMap<String, HashMap<RowId, Counts>> = HashMap::new();
+        for (r, v) in by_row {
+            rows_of.entry(r.cache.clone()).or_default().insert(r, v);
         }
-        let top = self.opts.top;
-        for (name, c) in cache_list.iter().take(shown) {
-            let size = self.object_size(name);
-            let net_bytes = c.net() * size as i64;
-            let (active, sdelta) = match slabinfo {
-                Some((now, then)) => match now.get(name) {
-                    Some(r) => (
+        for (name, c) in &ranked {
+            let size = self.object_size(name, p.now.slabinfo.as_ref());
+            let (slabinfo_active, slabinfo_delta) =
+                match (p.now.slabinfo.as_ref().and_then(|i| i.get(name)), &p.then.slabinfo) {
+                    (Some(r), Some(then)) => (
                         Some(r.active_objs),
                         Some(
                             r.active_objs as i64
                                 - then.get(name).map_or(0, |t| t.active_objs as i64),
                         ),
                     ),
-                    None => (None, None),
-                },
-                None => (None, None),
-            };
-            let aliases = self.aliases.get(name).cloned().unwrap_or_default();
+                    _ => (None, None),
+                };
+            out.emit(&SlabRecord::Cache(CacheRecord {
+                scope,
+                time: time.clone(),
+                seconds: p.seconds,
+                cache: name.clone(),
+                object_size: size,
+                allocs: c.allocs,
+                frees: c.frees,
+                net: c.net(),
+                net_bytes: c.net() * i64::from(size),
+                aliases: self.aliases.get(name).cloned().unwrap_or_default(),
+                slabinfo_active,
+                slabinfo_delta,
+            }));
             // The cache's callers, in the direction the cache moved.
-            let mine: HashMap<RowId, Counts> = by_row
-                .iter()
-                .filter(|(r, _)| &r.cache == name)
-                .map(|(r, v)| (r.clone(), *v))
-                .collect();
+            let mine = rows_of.remove(name).unwrap_or_default();
             // A shrinking cache with --live: whose objects were released.
             let rows = if c.net() < 0 && self.opts.live {
-                top_by_frees(&mine, top)
+                top_by_frees(&mine, self.opts.top)
             } else {
-                top_by_net(&mine, top)
+                top_by_net(&mine, self.opts.top)
             };
-            if self.opts.json {
-                out.emit(&SlabCacheLine {
-                    kind: "slab_cache",
+            for (r, v) in rows {
+                out.emit(&SlabRecord::Growth(GrowthRecord {
                     scope,
-                    time: &time,
-                    seconds,
-                    cache: name,
-                    object_size: size,
-                    allocs: c.allocs,
-                    frees: c.frees,
-                    net: c.net(),
-                    net_bytes,
-                    aliases,
-                    slabinfo_active: active,
-                    slabinfo_delta: sdelta,
-                });
-                for (r, v) in &rows {
-                    let line = SlabGrowthLine {
-                        kind: "slab_growth",
-                        scope,
-                        time: &time,
-                        cache: name,
-                        call_site: self.syms.resolve(r.call_site),
-                        live: self.opts.live,
-                        tgid: r.tgid,
-                        comm: self.comm(r.tgid),
-                        cgroup: self.cgroup(r.memcg),
-                        allocs: v.allocs,
-                        frees: v.frees,
-                        net: v.net(),
-                        net_bytes: v.net() * size as i64,
-                    };
-                    out.emit(&line);
-                }
-            } else {
-                let who = match rows.first() {
-                    Some((r, v)) if c.allocs > 0 => {
-                        format!("{}[{}] {}%", self.comm(r.tgid), r.tgid, v.allocs * 100 / c.allocs)
-                    }
-                    _ => "-".into(),
-                };
-                text += &format!(
-                    "{:<26} {:>7} {:>10} {:>10} {:>+10} {:>11} {:>11}  {who}\n",
-                    trunc(name, 26),
-                    size,
-                    c.allocs,
-                    c.frees,
-                    c.net(),
-                    signed_bytes(net_bytes),
-                    sdelta.map_or_else(|| "-".into(), |d| format!("{d:+}")),
-                );
-                if !aliases.is_empty() {
-                    text += &format!("    merged: {}\n", aliases.join(", "));
-                }
-                for (r, v) in &rows {
-                    let comm = self.comm(r.tgid);
-                    let cg = self.cgroup(r.memcg).unwrap_or_else(|| "?".into());
-                    text += &format!(
-                        "    {:>+10}  {}[{}]  {}  cgroup {}\n",
-                        v.net(),
-                        comm,
-                        r.tgid,
-                        self.syms.resolve(r.call_site),
-                        cg
-                    );
-                }
+                    time: time.clone(),
+                    cache: name.clone(),
+                    call_site: self.syms.resolve(r.call_site),
+                    live: self.opts.live,
+                    tgid: r.tgid,
+                    comm: self.names.comm(r.tgid),
+                    cgroup: self.names.cgroup(r.memcg),
+                    allocs: v.allocs,
+                    frees: v.frees,
+                    net: v.net(),
+                    net_bytes: v.net() * i64::from(size),
+                }));
             }
             if name == "dentry" {
-                self.emit_dentry(p, &time, &mut text, out);
+                let d = self.dentry(p, &time);
+                out.emit(&SlabRecord::Dentry(d));
             }
         }
-        if !self.opts.json {
-            if cache_list.is_empty() {
-                text += "    (no slab activity)\n";
-            }
-            text.push('\n');
-            out.legacy_text(Text::out(text));
-        }
+        out.emit(&SlabRecord::Period(PeriodRecord {
+            scope,
+            time,
+            seconds: p.seconds,
+            caches: ranked.len(),
+            top_caches: self.opts.top_caches,
+        }));
     }
 
-    fn emit_dentry(&mut self, p: &Period, time: &str, text: &mut String, out: &mut Out) {
-        let Period { scope, seconds, dirs, dentry, dentry_counts: (joined, unjoined), .. } = *p;
+    fn dentry(&mut self, p: &Period, time: &str) -> DentryRecord {
         let mut by_dir: HashMap<DirId, Counts> = HashMap::new();
-        for (k, v) in dirs {
-            let id = DirId { dir: self.dir_name(k), tgid: k.tgid };
-            by_dir.entry(id).or_default().add(*v);
+        for (k, v) in p.dirs {
+            by_dir.entry(DirId { dir: self.names.dir(k), tgid: k.tgid }).or_default().add(*v);
         }
-        let top = top_by_net(&by_dir, self.opts.top);
-        let dirs: Vec<DirLine> = top
+        let dirs = top_by_net(&by_dir, self.opts.top)
             .into_iter()
-            .map(|(d, c)| DirLine {
-                comm: self.comm(d.tgid),
+            .map(|(d, c)| DirRecord {
+                comm: self.names.comm(d.tgid),
                 dir: d.dir,
                 tgid: d.tgid,
                 allocs: c.allocs,
             })
             .collect();
-        let (now, then) = match dentry {
-            Some((n, t)) => (Some(n), Some(t)),
-            None => (None, None),
-        };
-        let neg = now.zip(then).map(|(n, t)| n.nr_negative - t.nr_negative);
-        let pos = now.zip(then).map(|(n, t)| n.positive() - t.positive());
-        if self.opts.json {
-            out.emit(&SlabDentryLine {
-                kind: "slab_dentry",
-                scope,
-                time,
-                seconds,
-                nr_dentry: now.map(|n| n.nr_dentry),
-                nr_negative: now.map(|n| n.nr_negative),
-                negative_growth: neg,
-                positive_growth: pos,
-                joined,
-                unjoined,
-                dirs,
-            });
-            return;
-        }
-        if let (Some(n), Some(neg), Some(pos)) = (now, neg, pos) {
-            *text += &format!(
-                "    dentry-state: negative {neg:+}, positive {pos:+} (nr_dentry {}, nr_negative {})\n",
-                n.nr_dentry, n.nr_negative
-            );
-        }
-        for d in &dirs {
-            *text += &format!("    dir {:>10}  {}  {}[{}]\n", d.allocs, d.dir, d.comm, d.tgid);
-        }
-        if joined + unjoined > 0 && self.opts.dirs {
-            *text += &format!(
-                "    dirs known for {joined} of {} dentry allocations\n",
-                joined + unjoined
-            );
+        let (now, then) = (p.now.dentry, p.then.dentry);
+        let both = now.zip(then);
+        DentryRecord {
+            scope: p.scope,
+            time: time.to_string(),
+            seconds: p.seconds,
+            nr_dentry: now.map(|n| n.nr_dentry),
+            nr_negative: now.map(|n| n.nr_negative),
+            negative_growth: both.map(|(n, t)| n.nr_negative - t.nr_negative),
+            positive_growth: both.map(|(n, t)| n.positive() - t.positive()),
+            joined: p.dentry_counts.0,
+            unjoined: p.dentry_counts.1,
+            dirs,
         }
     }
 
-    fn report_interval(&mut self, out: &mut Out) {
-        // Names and cgroups are looked up again each period: processes rename themselves,
-        // ids are reused.
-        self.comms.clear();
-        self.cgroups.clear();
-        self.cwds.clear();
-        self.read_meta();
-        let caches = self.read_counts();
-        let callers = self.read_callers();
-        let dirs = self.read_dirs();
-        let slabinfo = self.procfs.slabinfo();
-        let dentry = self.procfs.dentry_state();
+    /// The period since the last interval: what the collections gathered.
+    fn emit_interval(&mut self, out: &mut Out) {
+        let now = Readings::read(&self.procfs);
+        let then = std::mem::replace(&mut self.prev, now.clone());
         let seconds = self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
-        let joined = self.stat(S_DIR_JOINED);
-        let unjoined =
-            self.stat(S_DIR_NO_PATH) + self.stat(S_DIR_READ_FAILED) + self.stat(S_DIRS_FULL);
-        let counts = (
-            joined - self.stats_prev[S_DIR_JOINED as usize],
-            unjoined - self.stats_prev[S_DIR_NO_PATH as usize],
-        );
-        self.stats_prev[S_DIR_JOINED as usize] = joined;
-        self.stats_prev[S_DIR_NO_PATH as usize] = unjoined;
-        let prev_info = self.slabinfo_prev.clone();
-        let si = slabinfo.as_ref().zip(prev_info.as_ref());
-        let de = dentry.zip(self.dentry_prev);
-        self.emit(&Period {
-            scope: "interval",
+        let counts = self.dentry_counts();
+        let (prev_joined, prev_unjoined) = std::mem::replace(&mut self.dentry_counts_prev, counts);
+        let caches = self.caches.take_period();
+        let callers = self.callers.take_period();
+        let dirs = self.dirs.take_period();
+        let p = Period {
+            scope: Scope::Interval,
             seconds,
             caches: &caches,
             callers: &callers,
             dirs: &dirs,
-            slabinfo: si,
-            dentry: de,
-            dentry_counts: counts,
-        }, out);
-        self.slabinfo_prev = slabinfo;
-        self.dentry_prev = dentry;
-    }
-}
-
-fn join_dir(base: &str, rel: &str) -> String {
-    if rel.is_empty() { base.to_string() } else { format!("{}/{rel}", base.trim_end_matches('/')) }
-}
-
-fn trunc(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n - 1).collect::<String>() + "…"
-    }
-}
-
-fn signed_bytes(b: i64) -> String {
-    let k = b / 1024;
-    if b.abs() < 1024 {
-        format!("{b:+} B")
-    } else {
-        format!("{}{}", if b < 0 { "" } else { "+" }, format::kib(k))
-    }
-}
-
-impl Agent for SlabAgent {
-    /// Nothing is streamed per allocation.
-    fn record(&mut self, _kind: u32, _bytes: &[u8], _out: &mut Out) -> bool {
-        false
+            then: &then,
+            now: &now,
+            dentry_counts: (counts.0 - prev_joined, counts.1 - prev_unjoined),
+        };
+        self.emit(&p, out);
     }
 
-    fn interval(&mut self, out: &mut Out) {
-        self.report_interval(out);
-    }
-
-    fn finish(&mut self, out: &mut Out) {
-        // The last partial interval, then the totals.
-        if self.last.elapsed() > Duration::from_millis(200) || self.caches.len() == 0 {
-            self.report_interval(out);
-        }
-        let seconds = self.started.elapsed().as_secs_f64();
-        let caches = self.caches.totals();
-        let callers = self.callers.totals();
-        let dirs = self.dirs.totals();
-        let slabinfo = self.procfs.slabinfo();
-        let start = self.slabinfo_start.clone();
-        let si = slabinfo.as_ref().zip(start.as_ref());
-        let de = self.procfs.dentry_state().zip(self.dentry_start);
-        let joined = self.stat(S_DIR_JOINED);
-        let unjoined =
-            self.stat(S_DIR_NO_PATH) + self.stat(S_DIR_READ_FAILED) + self.stat(S_DIRS_FULL);
-        self.emit(&Period {
-            scope: "total",
-            seconds,
-            caches: &caches,
-            callers: &callers,
-            dirs: &dirs,
-            slabinfo: si,
-            dentry: de,
-            dentry_counts: (joined, unjoined),
-        }, out);
-        self.summary(out);
-    }
-}
-
-impl SlabAgent {
-    fn summary(&mut self, out: &mut Out) {
+    fn summary(&mut self) -> SummaryRecord {
         let mut live = LiveSummary { enabled: self.opts.live, ..Default::default() };
         if self.opts.live {
             live.max = self.opts.live_max;
@@ -804,7 +458,7 @@ impl SlabAgent {
         if !self.syms.usable() {
             notes.push("/proc/kallsyms shows no addresses: call sites are raw".to_string());
         }
-        if self.cfg.cgroup.is_some() {
+        if self.filter.cgroup.is_some() {
             notes.push("with -c, cache rows are the sums of that cgroup's caller rows".into());
         }
         if self.meta.values().any(|m| m.name.starts_with("size-")) {
@@ -819,8 +473,7 @@ impl SlabAgent {
                     .into(),
             );
         }
-        let s = SlabSummaryLine {
-            kind: "slab_summary",
+        SummaryRecord {
             caches_seen: self.meta.len(),
             caller_rows: self.callers.len(),
             caller_rows_max: self.callers_max,
@@ -836,36 +489,57 @@ impl SlabAgent {
             dirs_read_failed: self.stat(S_DIR_READ_FAILED),
             dirs_full: self.stat(S_DIRS_FULL),
             notes,
-        };
-        out.emit(&s);
-        {
-            let mut t = format!(
-                "slab: {} caches seen, {} caller rows (max {}, {} lost to a full map, {} pruned)\n",
-                s.caches_seen,
-                s.caller_rows,
-                s.caller_rows_max,
-                s.caller_rows_full,
-                s.caller_rows_pruned
-            );
-            if s.live.enabled {
-                t += &format!(
-                    "live: {} objects remembered, {} frees matched, {} frees of unknown objects, {} evicted (max {})\n",
-                    s.live.inserts, s.live.hits, s.live.misses, s.live.evicted, s.live.max
-                );
-            }
-            for n in &s.notes {
-                t += &format!("note: {n}\n");
-            }
-            out.legacy_text(Text::err(t));
         }
     }
 }
 
+impl Agent for SlabAgent {
+    /// Nothing is streamed per allocation.
+    fn record(&mut self, _kind: u32, _bytes: &[u8], _out: &mut Out) -> bool {
+        false
+    }
+
+    fn collect(&mut self) {
+        self.read_counts();
+        self.read_callers();
+        self.read_dirs();
+    }
+
+    fn interval(&mut self, out: &mut Out) {
+        self.emit_interval(out);
+    }
+
+    fn finish(&mut self, out: &mut Out, _end: End) {
+        // The last partial interval (when it has anything, or lasted long enough to be
+        // worth a line, or nothing was ever seen), then the totals.
+        let pending = !(self.caches.period_is_empty()
+            && self.callers.period_is_empty()
+            && self.dirs.period_is_empty());
+        if pending || self.last.elapsed() > Duration::from_millis(200) || self.caches.len() == 0 {
+            self.emit_interval(out);
+        }
+        let now = Readings::read(&self.procfs);
+        let start = self.start.clone();
+        let (caches, callers, dirs) =
+            (self.caches.totals(), self.callers.totals(), self.dirs.totals());
+        let p = Period {
+            scope: Scope::Total,
+            seconds: self.started.elapsed().as_secs_f64(),
+            caches: &caches,
+            callers: &callers,
+            dirs: &dirs,
+            then: &start,
+            now: &now,
+            dentry_counts: self.dentry_counts(),
+        };
+        self.emit(&p, out);
+        let s = self.summary();
+        out.emit(&SlabRecord::Summary(s));
+    }
+}
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn name_keys_match_between_kernel_and_agent() {
         use memtrace_common::slab::{CACHE_NAME_LEN, name_hash};
@@ -877,18 +551,5 @@ mod tests {
         // Name keys never look like kernel pointers (top bits 11) or size keys (01).
         assert_eq!(name_hash(b"x") >> 62, 2);
         assert_eq!(name_hash(b"") >> 62, 2);
-    }
-
-    #[test]
-    fn formats_signed_sizes() {
-        assert_eq!(signed_bytes(512), "+512 B");
-        assert_eq!(signed_bytes(-512), "-512 B");
-        assert_eq!(signed_bytes(19_200_000), "+18.3 MiB");
-        assert_eq!(signed_bytes(-2 * 1024 * 1024), "-2.0 MiB");
-        assert_eq!(trunc("kmalloc-cg-8k", 26), "kmalloc-cg-8k");
-        assert_eq!(trunc("abcdef", 4), "abc…");
-        assert_eq!(join_dir("/home/u", ""), "/home/u");
-        assert_eq!(join_dir("/", "src"), "/src");
-        assert_eq!(join_dir("/home/u/", "a/b"), "/home/u/a/b");
     }
 }

@@ -62,8 +62,6 @@ pub struct Options {
     pub top: usize,
     pub top_caches: usize,
     pub dirs: bool,
-    /// TRANSITIONAL: JSON lists every cache, text the top ones.
-    pub json: bool,
 }
 
 impl Default for Options {
@@ -76,7 +74,6 @@ impl Default for Options {
             top: 5,
             top_caches: 10,
             dirs: true,
-            json: false,
         }
     }
 }
@@ -140,7 +137,6 @@ impl Args {
             live_max: self.live_max,
             top: self.top as usize,
             top_caches: self.top_caches as usize,
-            json: false,
         })
     }
 }

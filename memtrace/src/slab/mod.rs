@@ -7,6 +7,8 @@ mod args;
 mod config;
 mod hooks;
 mod model;
+mod names;
+mod report;
 
 use aya::Ebpf;
 
@@ -16,7 +18,7 @@ use crate::{
         family::{Agent, AgentContext, Family, Filter},
         hook::Hook,
         loader::Global,
-        sink::{Text, View},
+        sink::View,
     },
     error::Error,
     kernel::Kernel,
@@ -52,16 +54,6 @@ impl Family for Slab {
     }
 
     fn view(&self) -> Box<dyn View> {
-        Box::new(NoView)
-    }
-
-}
-
-/// TRANSITIONAL: the agent prints its text itself.
-struct NoView;
-
-impl View for NoView {
-    fn record(&mut self, _rec: &serde_json::Value) -> Text {
-        Text::default()
+        Box::new(report::SlabView::default())
     }
 }

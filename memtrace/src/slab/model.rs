@@ -1,6 +1,8 @@
-//! Cumulative kernel counters in, per-interval deltas and totals out, with a bounded memory:
-//! keys the kernel map drops (pruned by the agent when the map fills) are folded into
-//! totals, and folded keys beyond a cap collapse into one overflow key per group.
+//! Cumulative kernel counters in, per-period deltas and totals out, with a bounded memory:
+//! every reading's change is added to the current period until the period is taken; keys
+//! the kernel map drops (pruned when the map fills) are folded into totals, and folded
+//! keys beyond a cap collapse into one overflow key per group. Also the rankings the
+//! records are emitted in.
 
 use std::{collections::HashMap, hash::Hash};
 
@@ -44,6 +46,8 @@ impl Counts {
 pub struct Cumulative<K> {
     /// Last values read from the kernel.
     prev: HashMap<K, Counts>,
+    /// Changes since the period was last taken.
+    period: HashMap<K, Counts>,
     /// Keys no longer in the kernel map, with their final values.
     folded: HashMap<K, Counts>,
     /// Most folded keys kept individually.
@@ -52,22 +56,64 @@ pub struct Cumulative<K> {
 
 impl<K: Hash + Eq + Clone> Cumulative<K> {
     pub fn new(fold_cap: usize) -> Self {
-        Cumulative { prev: HashMap::new(), folded: HashMap::new(), fold_cap }
+        Cumulative {
+            prev: HashMap::new(),
+            period: HashMap::new(),
+            folded: HashMap::new(),
+            fold_cap,
+        }
     }
 
-    /// Takes a new reading of the whole map; returns the change per key since the last one.
-    /// Keys missing from the reading keep their last values.
+    /// Takes a new reading of the whole map; returns the change per key since the last one
+    /// (also added to the period). Keys missing from the reading keep their last values.
     pub fn update(&mut self, cur: HashMap<K, Counts>) -> HashMap<K, Counts> {
         let mut delta = HashMap::new();
         for (k, v) in cur {
             let prev = self.prev.get(&k).copied().unwrap_or_default();
             let d = v.since(prev);
             if !d.is_zero() {
+                self.period.entry(k.clone()).or_default().add(d);
                 delta.insert(k.clone(), d);
             }
             self.prev.insert(k, v.max(prev));
         }
         delta
+    }
+
+    /// The changes since the last call (or the start): one period's deltas.
+    pub fn take_period(&mut self) -> HashMap<K, Counts> {
+        std::mem::take(&mut self.period)
+    }
+
+    /// Whether anything changed since the period was last taken.
+    pub fn period_is_empty(&self) -> bool {
+        self.period.is_empty()
+    }
+
+    /// Keeps room in a kernel map of `max` rows: past 80% full, every key that did not
+    /// change in `delta` (the last reading's) and that `busy` does not hold back is removed
+    /// with `remove` and, when that succeeds, folded (its total stays here, beyond the cap
+    /// under `overflow(k)`). Returns how many were removed.
+    pub fn prune(
+        &mut self,
+        delta: &HashMap<K, Counts>,
+        max: u32,
+        busy: impl Fn(&K) -> bool,
+        mut remove: impl FnMut(&K) -> bool,
+        overflow: impl Fn(&K) -> K,
+    ) -> u64 {
+        if self.prev.len() as u64 * 5 <= u64::from(max) * 4 {
+            return 0;
+        }
+        let idle: Vec<K> = self.idle(delta).filter(|k| !busy(k)).cloned().collect();
+        let mut removed = 0;
+        for k in idle {
+            if remove(&k) {
+                removed += 1;
+                self.fold(&k, &overflow);
+            }
+        }
+        removed
     }
 
     /// Keys of the last reading that did not change in `delta` (prune candidates).
@@ -122,6 +168,18 @@ pub fn top_by_net<G: Ord + Clone>(rows: &HashMap<G, Counts>, n: usize) -> Vec<(G
     });
     v.truncate(n);
     v
+}
+
+/// Every non-zero entry, largest net growth first (the order caches are emitted in).
+pub fn ranked_by_net<G: Ord + Clone>(rows: &HashMap<G, Counts>) -> Vec<(G, Counts)> {
+    let mut v = top_by_net(rows, rows.len());
+    v.retain(|(_, c)| !c.is_zero());
+    v
+}
+
+/// A directory recorded relative to `base` (a cwd, or a dirfd's description).
+pub fn join_dir(base: &str, rel: &str) -> String {
+    if rel.is_empty() { base.to_string() } else { format!("{}/{rel}", base.trim_end_matches('/')) }
 }
 
 /// The `n` entries with the most frees (for a shrinking cache: who released it).
@@ -192,6 +250,50 @@ mod tests {
     }
 
     #[test]
+    fn periods_add_up_to_the_totals_across_readings_and_prunes() {
+        let mut m = Cumulative::new(1);
+        m.update(HashMap::from([("a", c(10, 0)), ("b", c(4, 1))]));
+        let d = m.update(HashMap::from([("a", c(15, 2)), ("b", c(4, 1))]));
+        let first = m.take_period();
+        assert_eq!(
+            first,
+            HashMap::from([("a", c(15, 2)), ("b", c(4, 1))]),
+            "two readings, one period"
+        );
+        assert!(m.period_is_empty());
+        // Under 80% of 3 rows: nothing pruned.
+        assert_eq!(m.prune(&d, 3, |_| false, |_| true, |_| "other"), 0);
+        // Over 80% of 2 rows: b (idle) goes, a (changed) and held-back keys stay.
+        let mut removed = Vec::new();
+        assert_eq!(
+            m.prune(
+                &d,
+                2,
+                |k| *k == "x",
+                |k| {
+                    removed.push(*k);
+                    true
+                },
+                |_| "other"
+            ),
+            1
+        );
+        assert_eq!(removed, vec!["b"]);
+        assert_eq!(m.len(), 1);
+        // b comes back in the kernel from zero: its new counts are new changes.
+        m.update(HashMap::from([("a", c(16, 2)), ("b", c(1, 0))]));
+        let second = m.take_period();
+        assert_eq!(second, HashMap::from([("a", c(1, 0)), ("b", c(1, 0))]));
+        let t = m.totals();
+        assert_eq!(t["a"], c(16, 2));
+        assert_eq!(t["b"], c(5, 1), "folded total plus the new reading");
+        // A failed removal keeps the row.
+        let d = m.update(HashMap::from([("a", c(16, 2)), ("b", c(1, 0))]));
+        assert_eq!(m.prune(&d, 2, |_| false, |_| false, |_| "other"), 0);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
     fn ranks_by_net_growth() {
         let rows = HashMap::from([("x", c(100, 90)), ("y", c(50, 0)), ("z", c(5, 50))]);
         let top = top_by_net(&rows, 2);
@@ -200,5 +302,12 @@ mod tests {
         assert_eq!(shrink.iter().map(|r| r.0).collect::<Vec<_>>(), vec!["x", "z"]);
         let g = group_by(&rows, |k| *k != "z");
         assert_eq!(g[&true], c(150, 90));
+        let mut all = rows.clone();
+        all.insert("idle", c(0, 0));
+        let ranked: Vec<&str> = ranked_by_net(&all).iter().map(|r| r.0).collect();
+        assert_eq!(ranked, vec!["y", "x", "z"], "every changed entry, by net growth");
+        assert_eq!(join_dir("/home/u", ""), "/home/u");
+        assert_eq!(join_dir("/", "src"), "/src");
+        assert_eq!(join_dir("/home/u/", "a/b"), "/home/u/a/b");
     }
 }

@@ -8,7 +8,7 @@ use memtrace_common::oom::{
 
 use crate::{
     engine::{loader::Global, rings, rings::Ring},
-    kernel::Kernel,
+    kernel::{Kernel, procfs::Procfs},
 };
 
 /// Test only: `MEMTRACE_OOM_MAX_WALK=N` lowers the walk's limit (tasks sent as candidate
@@ -41,16 +41,20 @@ pub fn candidate_records(tasks: u64, cpus: u64, max_walk: u32) -> u64 {
     (2 * tasks + CANDIDATES_PER_CPU * cpus.max(1)).min(u64::from(max_walk.max(1)))
 }
 
+/// The scheduling entities in /proc/loadavg ("0.10 0.20 0.30 2/149 4242": 149).
+fn loadavg_tasks(loadavg: &str) -> Option<u64> {
+    loadavg.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok()
+}
+
 /// The host's task count: the scheduling entities of /proc/loadavg (threads included: at
-/// least the processes an OOM can evaluate), or 32768 when unreadable.
-fn tasks(k: &Kernel) -> u64 {
-    let loadavg = k.procfs.read("loadavg").unwrap_or_default();
-    loadavg
-        .split_whitespace()
-        .nth(3)
-        .and_then(|f| f.split('/').nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(32_768)
+/// least the processes an OOM can evaluate), or 32768 (the default pid_max) when
+/// unreadable.
+fn tasks(procfs: &Procfs) -> u64 {
+    let tasks = procfs.read("proc/loadavg").as_deref().and_then(loadavg_tasks);
+    if tasks.is_none() {
+        log::warn!("/proc/loadavg unreadable: the OOM candidate ring is sized for 32768 tasks");
+    }
+    tasks.unwrap_or(32_768)
 }
 
 /// The family's ring buffers: kill records on their own (never crowded out by candidates),
@@ -59,7 +63,9 @@ pub fn ring_buffers(k: &Kernel) -> Vec<Ring> {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
     let cand = std::mem::size_of::<OomCandidateEvent>();
     let kill = std::mem::size_of::<OomKillEvent>();
-    let cands = candidate_records(tasks(k), cpus, max_walk());
+    let tasks = tasks(&k.procfs);
+    let cands = candidate_records(tasks, cpus, max_walk());
+    log::info!("OOM candidates: room for {cands} records ({tasks} tasks, {cpus} CPUs)");
     vec![
         Ring { name: OOM_KILLS, bytes: rings::bytes_for(KILL_RECORDS, kill, 1 << 20) },
         Ring { name: OOM_CANDIDATES, bytes: rings::bytes_for(cands, cand, 64 << 20) },
@@ -122,6 +128,20 @@ pub fn globals(k: &Kernel) -> Vec<Global> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_task_count_is_read_from_loadavg() {
+        assert_eq!(loadavg_tasks("6.61 4.60 3.98 6/149 29416\n"), Some(149));
+        assert_eq!(loadavg_tasks("0.00 0.00 0.00 1/10250 1"), Some(10_250));
+        assert_eq!(loadavg_tasks(""), None);
+        assert_eq!(loadavg_tasks("0.00 0.00 0.00 149 1"), None);
+        let root = crate::kernel::procfs::fake::Root::new("oom-loadavg");
+        assert_eq!(tasks(&root.procfs()), 32_768, "unreadable: the default pid_max");
+        root.write("proc/loadavg", "0.10 0.20 0.30 2/149 4242\n");
+        assert_eq!(tasks(&root.procfs()), 149);
+        let here = Procfs::system().read("proc/loadavg");
+        assert!(here.as_deref().and_then(loadavg_tasks).is_some(), "{here:?}");
+    }
 
     #[test]
     fn the_candidate_ring_holds_every_process_twice_over() {

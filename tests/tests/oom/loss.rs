@@ -20,14 +20,15 @@ const MAX_WALK_ENV: &str = "MEMTRACE_OOM_MAX_WALK";
 const CANDIDATES_RING_ENV: &str = "MEMTRACE_RING_BYTES_OOM_CANDIDATES";
 const EVENTS_RING_ENV: &str = "MEMTRACE_RING_BYTES_EVENTS";
 
-/// `n` sleepers in a fresh memory cgroup, whose limit is then set `room` above what they
-/// use: a grower reaches it (never the host's memory). Returns the cgroup, the sleepers
-/// and the domain's processes before the grower (the sleepers and their parent).
-fn crowded(name: &str, n: usize, room: u64) -> (MemCgroup, Sleepers, Vec<u32>) {
+/// `n` sleepers named `comm` in the memory cgroup `cg`, whose limit is then set `room`
+/// above what they use: a grower reaches it (never the host's memory). Returns the
+/// sleepers and the domain's processes before the grower (the sleepers and their parent).
+fn crowd(cg: &MemCgroup, comm: &str, n: usize, room: u64) -> (Sleepers, Vec<u32>) {
     // Room to start them: about 25 KiB each (task, kernel stack, 1 KiB of user stack).
-    let cg = MemCgroup::new(name, 128 * MIB + n as u64 * 64 * 1024);
-    let sleepers = Sleepers::spawn(&cg, &format!("mt-{name}"), n);
-    let procs: Vec<u32> = cg.procs().into_iter().map(|p| p as u32).collect();
+    cg.set_limit(128 * MIB + n as u64 * 64 * 1024);
+    let sleepers = Sleepers::spawn(cg, comm, n);
+    let mut procs: Vec<u32> = cg.procs().into_iter().map(|p| p as u32).collect();
+    procs.sort_unstable();
     let mut want: Vec<u32> = sleepers.pids.clone();
     want.push(sleepers.parent_pid());
     want.sort_unstable();
@@ -35,8 +36,8 @@ fn crowded(name: &str, n: usize, room: u64) -> (MemCgroup, Sleepers, Vec<u32>) {
     let usage = cg.usage();
     cg.set_limit(usage + room);
     let (n, mib, limit) = (procs.len(), usage / MIB, (usage + room) / MIB);
-    eprintln!("{name}: {n} processes use {mib} MiB; limit {limit} MiB");
-    (cg, sleepers, procs)
+    eprintln!("{comm}: {n} processes use {mib} MiB; limit {limit} MiB");
+    (sleepers, procs)
 }
 
 /// A process that grows in `cg` until the OOM killer takes it.
@@ -63,7 +64,11 @@ fn counts(kill: &Value) -> (u64, u64, &Value) {
 #[test]
 fn a_memcg_oom_among_ten_thousand_processes_counts_every_candidate() {
     let n = if in_vm() { 2000 } else { 10_000 };
-    let (cg, _sleepers, procs) = crowded("crowd", n, 48 * MIB);
+    let cg = MemCgroup::new("crowd", 128 * MIB);
+    // Started before the crowd, this one sized its candidates' ring for the few tasks
+    // running then: what it cannot take is lost, and counted.
+    let mut early = Memtrace::start(&["oom", "--json", "-c", &cg.rel]);
+    let (_sleepers, procs) = crowd(&cg, "mt-crowd", n, 48 * MIB);
     // Started now, memtrace sizes the candidates' ring from the tasks running.
     let mut mt = Memtrace::start(&["oom", "--json", "-c", &cg.rel]);
     let exact = attached(&mt, "oom:oom_badness");
@@ -94,6 +99,15 @@ fn a_memcg_oom_among_ten_thousand_processes_counts_every_candidate() {
     assert!(rows == want, "the candidates are the domain's processes, each once");
     assert_eq!(kill["candidates"][0]["pid"], gpid, "the grower scores highest");
 
+    let kill = next_kill(&mut early, Duration::from_secs(60), "the early record", |k| {
+        k["victim"]["pid"] == gpid
+    });
+    let (cands, lost, r) = counts(&kill);
+    println!("crowd, ring sized before the crowd: {cands} candidates, lost {lost} {r}");
+    assert_eq!(cands + lost, domain, "{}", kill["candidates_method"]);
+    let s = stats_of(&early.stop(), "oom").clone();
+    println!("crowd, ring sized before the crowd, stats: {s}");
+    assert_eq!(int(&s["ringbuf_drops"]), int(&s["sent"]) - int(&s["received"]), "{s}");
     if let Some(l) = limited.as_mut() {
         let kill = next_kill(l, Duration::from_secs(60), "the limited walk's record", |k| {
             k["victim"]["pid"] == gpid
@@ -135,7 +149,8 @@ fn a_tiny_candidate_ring_drops_are_counted_and_the_kill_still_arrives() {
     assert!(err.contains(want), "{err}");
 
     let n = 500;
-    let (cg, _sleepers, procs) = crowded("tinyring", n, 32 * MIB);
+    let cg = MemCgroup::new("tinyring", 128 * MIB);
+    let (_sleepers, procs) = crowd(&cg, "mt-tiny", n, 32 * MIB);
     // EVENTS too: the oom family writes nothing there any more.
     let env = [(CANDIDATES_RING_ENV, "4096"), (EVENTS_RING_ENV, "4096")];
     let mut mt = Memtrace::start_with_env(&["oom", "--json", "-c", &cg.rel], &env);

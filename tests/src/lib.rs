@@ -301,14 +301,25 @@ impl MemCgroup {
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let cg = MemCgroup { dir, rel: format!("/{leaf}"), v2 };
+        cg.set_limit(limit);
         if v2 {
-            cg.write("memory.max", &limit.to_string());
             // No swap here, but make sure the limit is the whole story.
             let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
-        } else {
-            cg.write("memory.limit_in_bytes", &limit.to_string());
         }
         cg
+    }
+
+    /// Sets the memory limit (v2 memory.max, v1 memory.limit_in_bytes).
+    pub fn set_limit(&self, limit: u64) {
+        let file = if self.v2 { "memory.max" } else { "memory.limit_in_bytes" };
+        self.write(file, &limit.to_string());
+    }
+
+    /// Memory charged to the cgroup now, kernel memory included (v2 memory.current, v1
+    /// memory.usage_in_bytes).
+    pub fn usage(&self) -> u64 {
+        let file = if self.v2 { "memory.current" } else { "memory.usage_in_bytes" };
+        self.read(file).trim().parse().expect("usage")
     }
 
     pub fn write(&self, file: &str, v: &str) {
@@ -343,7 +354,8 @@ impl MemCgroup {
         }
     }
 
-    fn pids(&self) -> Vec<i32> {
+    /// The processes in the cgroup (cgroup.procs: thread group ids).
+    pub fn procs(&self) -> Vec<i32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -362,7 +374,7 @@ fn key_value(text: &str, key: &str) -> u64 {
 impl Drop for MemCgroup {
     fn drop(&mut self) {
         for _ in 0..100 {
-            let pids = self.pids();
+            let pids = self.procs();
             for p in &pids {
                 // SAFETY: plain kill(2).
                 unsafe { libc::kill(*p, libc::SIGKILL) };

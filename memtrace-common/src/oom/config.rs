@@ -25,7 +25,8 @@ pub struct OomConfig {
     /// `PF_KTHREAD` and `PF_EXITING` task flags.
     pub pf_kthread: u32,
     pub pf_exiting: u32,
-    /// Most tasks a candidate walk visits.
+    /// Most tasks a candidate walk sends records for; the domain's processes past them are
+    /// only counted (`OomKillEvent::cand_unwalked`).
     pub max_walk: u32,
     /// RAM + swap in pages (`MemTotal + SwapTotal` when the agent started): the OOM domain
     /// of a global OOM whose `oom_control` could not be read.

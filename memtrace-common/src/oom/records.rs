@@ -36,7 +36,8 @@ pub const OOM_D_NO_SELECTION: u32 = 1 << 4;
 pub const OOM_D_HAVE_MEMCG: u32 = 1 << 5;
 /// `retry` holds the allocation retries of the OOM-invoking task.
 pub const OOM_D_HAVE_RETRY: u32 = 1 << 6;
-/// The candidate walk stopped at `max_walk` tasks.
+/// The candidate walk sent records for its first `max_walk` tasks only; the domain's
+/// processes past them are counted in [`OomKillEvent::cand_unwalked`].
 pub const OOM_D_WALK_TRUNCATED: u32 = 1 << 7;
 /// The victim had PF_EXITING at the mark_victim tracepoint (already exiting before the
 /// selection, or right after its SIGKILL: the two cannot be told apart there).
@@ -48,6 +49,9 @@ pub const OOM_D_HAVE_CHOSEN_POINTS: u32 = 1 << 10;
 /// The victim was exiting (PF_EXITING) by the time the record was sent: its exit may have
 /// come before the exit hook knew it as a victim.
 pub const OOM_D_EXITING_AT_SEND: u32 = 1 << 11;
+/// The walk did not get back to where it started (a task-list read failed, or the task
+/// count passed the walk's loop bound): `cand_unwalked` is a lower bound.
+pub const OOM_D_WALK_UNFINISHED: u32 = 1 << 12;
 
 /// How the candidates of a decision were obtained ([`OomKillEvent::method`]).
 pub const OOM_METHOD_NONE: u32 = 0;
@@ -139,12 +143,15 @@ pub struct OomKillEvent {
     pub victim_task_flags: u32,
     /// `OOM_METHOD_*`.
     pub method: u32,
-    /// Candidate records emitted, lost (ring buffer full), and tasks visited (walk) or
-    /// oom_badness() calls seen (exact).
+    /// Candidate records sent (written to `OOM_CANDIDATES`), lost there (ring buffer
+    /// full), and tasks visited (walk) or oom_badness() calls seen (exact). This record is
+    /// sent after the last candidate: the agent knows how many to expect.
     pub cand_emitted: u32,
     pub cand_dropped: u32,
     pub cand_visited: u32,
-    pub _pad2: u32,
+    /// Walk only: processes of the OOM domain past the walk's `max_walk` tasks, counted
+    /// without a record.
+    pub cand_unwalked: u32,
     pub retry: OomRetry,
     /// The memcg whose limit was hit (memcg constraint).
     pub oom_memcg: CgroupPath,

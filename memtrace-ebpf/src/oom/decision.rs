@@ -16,14 +16,14 @@ use memtrace_common::{
 
 use super::{
     config::cfg,
-    maps::{Decision, Last, OOM_ACTIVE, OOM_LAST, OOM_RETRY, OOM_VICTIMS, mark},
+    maps::{Decision, Last, OOM_ACTIVE, OOM_KILLS, OOM_LAST, OOM_RETRY, OOM_VICTIMS, mark},
     model::current_tid,
     walk::{memcg_counter, scan_stack, walk},
 };
 use crate::shared::{
     emit::{get, header, now},
     kernel::{self, layout, read, read_ptr},
-    maps::{EVENTS, count},
+    maps::{count, output_on},
 };
 
 /// A group member belongs to the previous decision of the same task if it comes this soon.
@@ -46,8 +46,8 @@ pub(super) fn try_mark_victim(task: Option<*const u8>, pid_only: u32) -> Result<
     if failed != 0 {
         count(Family::Oom, stats::READ_ERRORS);
     }
-    if EVENTS.output::<OomKillEvent>(&m.ev, 0).is_err() {
-        count(Family::Oom, stats::RINGBUF_DROPS);
+    // After the candidates (the record says how many were sent), on a channel of its own.
+    if !output_on::<OomKillEvent>(&OOM_KILLS, Family::Oom, &m.ev) {
         return Err(-1);
     }
     if m.task == 0 && OOM_VICTIMS.insert(&m.ev.victim_pid, &m.d.decision, 0).is_err() {
@@ -70,7 +70,7 @@ pub extern "C" fn oom_mark_decide() -> i64 {
         emitted: 0,
         dropped: 0,
         visited: 0,
-        _pad: 0,
+        unwalked: 0,
         inferred_memcg: 0,
         inferred_totalpages: 0,
         memcg_usage: 0,
@@ -308,7 +308,7 @@ unsafe fn fill_decision(ev: &mut OomKillEvent, d: &Decision) -> bool {
     ev.cand_emitted = d.emitted;
     ev.cand_dropped = d.dropped;
     ev.cand_visited = d.visited;
-    ev._pad2 = 0;
+    ev.cand_unwalked = d.unwalked;
     ev.constraint = CONSTRAINT_UNKNOWN;
     ev.order = 0;
     ev.gfp_mask = 0;

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use memtrace_common::oom::{OomKillEvent, OomRetry};
 
@@ -35,6 +35,16 @@ pub(super) struct Last {
     pub(super) dflags: u32,
     pub(super) method: u32,
 }
+
+/// The kill records, and what follows them (reaper, victim exit, end of a selection): a
+/// channel of their own, so that candidates can never crowd a kill out. Sized by the agent
+/// at load (the size here is a placeholder).
+#[map(name = "OOM_KILLS")]
+pub(super) static OOM_KILLS: RingBuf = RingBuf::with_byte_size(1 << 12, 0);
+
+/// The candidate records, sized by the agent at load from the host's task count.
+#[map(name = "OOM_CANDIDATES")]
+pub(super) static OOM_CANDIDATES: RingBuf = RingBuf::with_byte_size(1 << 12, 0);
 
 #[map(name = "OOM_ACTIVE")]
 pub(super) static OOM_ACTIVE: HashMap<u32, Active> = HashMap::with_max_entries(1024, 0);
@@ -69,7 +79,8 @@ pub(super) struct Decision {
     pub(super) emitted: u32,
     pub(super) dropped: u32,
     pub(super) visited: u32,
-    pub(super) _pad: u32,
+    /// Walk only: processes of the domain past `max_walk`, counted without a record.
+    pub(super) unwalked: u32,
     /// Without an oom_control: the inferred OOM memcg (0: global) and domain size.
     pub(super) inferred_memcg: u64,
     pub(super) inferred_totalpages: u64,

@@ -9,9 +9,12 @@
 //!   the OOM domain's processes are walked (task list, bpf_loop) recomputing the kernel's
 //!   formula for each.
 //!
-//! Candidates are streamed as separate records tied to the kill by a decision id; the
-//! agent assembles them. Counters: EVENTS counts mark_victim hits, every lost record is a
-//! RINGBUF_DROPS, every failed kernel read a READ_ERRORS, every failed map update MAP_FULL.
+//! Candidates are streamed as separate records tied to the kill by a decision id, on their
+//! own ring buffer (`OOM_CANDIDATES`); the kill record follows them on another
+//! (`OOM_KILLS`, with the reaper and exit records), saying how many were sent, lost to a
+//! full ring, and (walk) past the walk's limit; the agent assembles them. Counters: EVENTS
+//! counts mark_victim hits, every record sent a SENT, every lost record a RINGBUF_DROPS,
+//! every failed kernel read a READ_ERRORS, every failed map update MAP_FULL.
 //!
 //! Files: hooks.rs (the programs), decision.rs (the kill record and its decision), walk.rs
 //! (the stack scan, the candidate walk and the candidate record), model.rs (the exact

@@ -18,13 +18,15 @@ use memtrace_common::{
 
 use super::{
     config::cfg,
-    maps::{Active, OOM_ACTIVE, OOM_BADNESS_ARGS, OOM_RETRY, OOM_VICTIMS},
+    maps::{
+        Active, OOM_ACTIVE, OOM_BADNESS_ARGS, OOM_CANDIDATES, OOM_KILLS, OOM_RETRY, OOM_VICTIMS,
+    },
     walk::fill_candidate,
 };
 use crate::shared::{
     emit::{get, header, now},
     kernel::{self, layout, read, read_ptr},
-    maps::{count, reserve},
+    maps::{count, reserve_on},
 };
 
 #[inline(always)]
@@ -78,7 +80,7 @@ pub(super) fn badness(p: u64, totalpages: u64, points: i64, method: u32) {
     let a = unsafe { &mut *a };
     a.calls += 1;
     a.method = method;
-    let Some(mut entry) = reserve::<OomCandidateEvent>(Family::Oom) else {
+    let Some(mut entry) = reserve_on::<OomCandidateEvent>(&OOM_CANDIDATES, Family::Oom) else {
         a.dropped += 1;
         return;
     };
@@ -98,7 +100,7 @@ pub(super) fn leave(ret: u32) {
     // SAFETY: copied out at once.
     let Some(a) = (unsafe { OOM_ACTIVE.get(&tid) }).copied() else { return };
     let _ = OOM_ACTIVE.remove(&tid);
-    let Some(mut entry) = reserve::<OomSelectDoneEvent>(Family::Oom) else { return };
+    let Some(mut entry) = reserve_on::<OomSelectDoneEvent>(&OOM_KILLS, Family::Oom) else { return };
     // SAFETY: reserved record of our type, every field written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     header(&mut ev.header, KIND_SELECT_DONE);
@@ -117,7 +119,7 @@ pub(super) fn leave(ret: u32) {
 pub(super) fn reaper(pid: u32, phase: u32) {
     // SAFETY: copied out at once.
     let decision = unsafe { OOM_VICTIMS.get(&pid) }.copied().unwrap_or(0);
-    let Some(mut entry) = reserve::<OomReaperEvent>(Family::Oom) else { return };
+    let Some(mut entry) = reserve_on::<OomReaperEvent>(&OOM_KILLS, Family::Oom) else { return };
     // SAFETY: reserved record of our type, every field written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     header(&mut ev.header, KIND_REAPER);

@@ -12,24 +12,28 @@ use memtrace_common::{
         CAND_EXACT, CAND_ORIGIN, CAND_PENDING_VICTIM, CAND_POINTS, CAND_READ_ERROR,
         CAND_SKIP_ADJ_MIN, CAND_SKIP_NO_MM, CAND_SKIP_OLD_VICTIM, CAND_SKIP_OOM_SKIP,
         CAND_SKIP_OTHER, CAND_SKIP_VFORK, CONSTRAINT_MEMCG, KIND_CANDIDATE, OOM_D_INFERRED,
-        OOM_D_WALK_TRUNCATED, OOM_METHOD_WALK, OomCandidateEvent,
+        OOM_D_WALK_TRUNCATED, OOM_D_WALK_UNFINISHED, OOM_METHOD_WALK, OomCandidateEvent,
     },
     stats,
 };
 
 use super::{
     config::cfg,
-    maps::{Decision, OOM_SCRATCH, SCAN_CHUNK, SCAN_WORDS},
+    maps::{Decision, OOM_CANDIDATES, OOM_SCRATCH, SCAN_CHUNK, SCAN_WORDS},
 };
 use crate::shared::{
     emit::{get, header},
     kernel::{self, layout, read, read_ptr},
-    maps::{count, reserve},
+    maps::{count, reserve_on},
 };
 
 const OOM_SCORE_ADJ_MIN: i32 = -1000;
 /// A task's memcg is searched this many levels up for the OOM memcg.
 const MEMCG_DEPTH: usize = 16;
+/// Steps of the walk's loop: past `max_walk` tasks it only counts the domain's processes,
+/// up to this many tasks in all (PID_MAX_LIMIT, the most pids a 64-bit kernel hands out;
+/// bpf_loop allows 1 << 23).
+const WALK_LOOPS: u32 = 1 << 22;
 
 #[repr(C)]
 struct ScanCtx {
@@ -122,16 +126,22 @@ pub struct WalkCtx {
     domain: u64,
     totalpages: u64,
     decision: u64,
+    /// Tasks (thread group leaders) visited, the start included.
     visited: u32,
     emitted: u32,
     dropped: u32,
     /// 1: back at the start; 2: a list read failed.
     done: u32,
+    /// Tasks visited with a record each (`max_walk`); past them, count only.
+    max: u32,
+    /// Processes of the domain past `max`: counted, no record.
+    unwalked: u32,
 }
 
-/// Walks the OOM domain's processes, one candidate record each; sets the decision's
-/// method and counts. The domain and totalpages come from the oom_control when found,
-/// else from the memcg limits (inferred).
+/// Walks the OOM domain's processes, one candidate record each for the first `max_walk`
+/// tasks, then only counting the domain's processes (each is a candidate the table
+/// lacks); sets the decision's method and counts. The domain and totalpages come from the
+/// oom_control when found, else from the memcg limits (inferred).
 #[inline(always)]
 pub(super) fn walk(victim: u64, d: &mut Decision) {
     let l = layout();
@@ -167,19 +177,24 @@ pub(super) fn walk(victim: u64, d: &mut Decision) {
         emitted: 0,
         dropped: 0,
         done: 0,
+        max: get(&cfg().max_walk),
+        unwalked: 0,
     };
     oom_eval_task(&mut c, leader);
-    let max = get(&cfg().max_walk);
     // SAFETY: bpf_loop calls walk_step with `c`, which outlives the call.
     unsafe {
-        bpf_loop(max, walk_step as *mut c_void, (&raw mut c).cast(), 0);
+        bpf_loop(WALK_LOOPS, walk_step as *mut c_void, (&raw mut c).cast(), 0);
     }
     d.method = OOM_METHOD_WALK;
     d.emitted = c.emitted;
     d.dropped = c.dropped;
     d.visited = c.visited;
-    if c.done == 0 {
+    d.unwalked = c.unwalked;
+    if c.visited > c.max {
         d.dflags |= OOM_D_WALK_TRUNCATED;
+    }
+    if c.done != 1 {
+        d.dflags |= OOM_D_WALK_UNFINISHED;
     }
 }
 
@@ -203,7 +218,8 @@ extern "C" fn walk_step(_i: u32, ctx: *mut c_void) -> i64 {
 }
 
 /// One process of the walk: skipped silently when the kernel would not evaluate it
-/// (kernel threads, init, outside the OOM memcg), else a candidate record.
+/// (kernel threads, init, outside the OOM memcg), else a candidate record, or only
+/// counted once the walk is past its `max_walk` tasks.
 ///
 /// A global function: the verifier checks it once, not once per walk step.
 #[unsafe(no_mangle)]
@@ -241,7 +257,11 @@ fn eval_task(c: &mut WalkCtx, task: u64) {
             }
         }
     }
-    let Some(mut entry) = reserve::<OomCandidateEvent>(Family::Oom) else {
+    if c.visited > c.max {
+        c.unwalked += 1;
+        return;
+    }
+    let Some(mut entry) = reserve_on::<OomCandidateEvent>(&OOM_CANDIDATES, Family::Oom) else {
         c.dropped += 1;
         return;
     };

@@ -8,6 +8,7 @@ use aya::Ebpf;
 use super::{
     hook::Hook,
     loader::Global,
+    rings::Ring,
     sink::{Out, View},
 };
 use crate::{error::Error, kernel::Kernel};
@@ -44,6 +45,14 @@ pub trait Family {
 
     /// max_entries of the family's sized maps; `traced` false: as small as possible.
     fn map_sizes(&self, traced: bool) -> Vec<(&'static str, u32)>;
+
+    /// The family's own ring buffers, if its records need channels of their own besides
+    /// the shared EVENTS (e.g. records that must never be crowded out), sized for this
+    /// host. The engine sizes them at load (one page each when the family is not traced)
+    /// and polls those of a traced family with EVENTS.
+    fn ring_buffers(&self, _kernel: &Kernel, _traced: bool) -> Vec<Ring> {
+        Vec::new()
+    }
 
     /// The agent of a traced family; it takes its maps out of the loaded object.
     fn agent(&self, ebpf: &mut Ebpf, ctx: &AgentContext) -> Result<Box<dyn Agent>, Error>;

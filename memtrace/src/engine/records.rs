@@ -46,6 +46,10 @@ pub struct FamilyStats {
     pub map_full: u64,
     /// Records the agent could not decode.
     pub undecodable: u64,
+    /// Records the kernel tried to send (on any ring buffer): `sent - ringbuf_drops` of
+    /// them reach the agent, as `received` or `undecodable`.
+    #[serde(default)]
+    pub sent: u64,
 }
 
 /// The session's counters, at the end.
@@ -82,9 +86,9 @@ fn stats_text(st: &Stats) -> String {
     let mut s = format!("memtrace: stopped after {:.1}s\n", st.duration_s);
     for (name, c) in &st.families {
         s += &format!(
-            "memtrace: {name}: {} events, {} received, {} dropped (ring buffer full), {} with \
-             read errors, {} map-full, {} undecodable\n",
-            c.events, c.received, c.ringbuf_drops, c.read_errors, c.map_full, c.undecodable
+            "memtrace: {name}: {} events, {} records sent, {} received, {} dropped (ring buffer \
+             full), {} with read errors, {} map-full, {} undecodable\n",
+            c.events, c.sent, c.received, c.ringbuf_drops, c.read_errors, c.map_full, c.undecodable
         );
     }
     s

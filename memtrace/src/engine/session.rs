@@ -1,7 +1,8 @@
 //! A tracing session: signals first, then load and attach, announce readiness, stream and
-//! decode ring-buffer records, drain every traced family's kernel maps on one collection
-//! cadence, emit summaries on the output interval, until SIGINT/SIGTERM, --duration, the
-//! interval count or a closed output; then detach and print the stats.
+//! decode the records of every ring buffer (the shared EVENTS and the traced families'
+//! own), drain every traced family's kernel maps on one collection cadence, emit
+//! summaries on the output interval, until SIGINT/SIGTERM, --duration, the interval count
+//! or a closed output; then detach and print the stats.
 
 use std::{
     collections::BTreeMap,
@@ -20,6 +21,7 @@ use super::{
     family::{Agent, AgentContext, End, Family, Filter},
     loader::{self, Global},
     records::{EngineRecord, FamilyStats, Gap, Ready, Stats},
+    rings::{self, Planned},
     select::{self, HookOutcome},
     sink::{Out, Sinks},
 };
@@ -82,6 +84,16 @@ pub fn load_and_attach(
     traced: &[&str],
     filter: &Filter,
 ) -> Result<(aya::Ebpf, Vec<HookOutcome>), Error> {
+    load(kernel, families, traced, filter).map(|(ebpf, outcomes, _)| (ebpf, outcomes))
+}
+
+/// [`load_and_attach`], with the ring buffers of the session and their sizes.
+fn load(
+    kernel: &Kernel,
+    families: &[Box<dyn Family>],
+    traced: &[&str],
+    filter: &Filter,
+) -> Result<(aya::Ebpf, Vec<HookOutcome>, Vec<Planned>), Error> {
     let btf = loader::aya_btf(kernel)?;
     let mut globals = vec![Global::of("LAYOUT", &kernel.layout.layout)];
     let mut sizes = Vec::new();
@@ -89,12 +101,14 @@ pub fn load_and_attach(
         globals.extend(f.globals(kernel, filter));
         sizes.extend(f.map_sizes(traced.contains(&f.name())));
     }
+    let rings = rings::plan(kernel, families, traced)?;
+    sizes.extend(rings.iter().map(|p| (p.ring.name, p.ring.bytes)));
     let mut ebpf = loader::load(&btf, &globals, &sizes)?;
     let mut outcomes = Vec::new();
     for f in families.iter().filter(|f| traced.contains(&f.name())) {
         outcomes.extend(select::attach_hooks(&mut ebpf, &btf, kernel, f.name(), &f.hooks()));
     }
-    Ok((ebpf, outcomes))
+    Ok((ebpf, outcomes, rings))
 }
 
 struct Traced {
@@ -107,7 +121,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     let mut stop = Stop::install()?;
     let started = std::time::Instant::now();
     let Plan { families, traced, filter, duration, interval, count, mut sinks } = plan;
-    let (mut ebpf, outcomes) = load_and_attach(&kernel, &families, &traced, &filter)?;
+    let (mut ebpf, outcomes, planned) = load(&kernel, &families, &traced, &filter)?;
     let attached: Vec<_> = outcomes.iter().filter_map(|o| o.chosen.clone()).collect();
     if attached.is_empty() {
         let why: Vec<String> = outcomes
@@ -122,7 +136,6 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
             why.join(", ")
         )));
     }
-    let ring: RingBuf<MapData> = loader::take_map(&mut ebpf, stats::EVENTS_MAP)?;
     let stats_map: PerCpuArray<MapData, u64> = loader::take_map(&mut ebpf, stats::STATS_MAP)?;
     let ctx = AgentContext { kernel: &kernel, filter: &filter };
     let mut agents = Vec::new();
@@ -131,12 +144,19 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     }
     let mut counts: BTreeMap<String, FamilyStats> =
         agents.iter().map(|a| (a.name.to_string(), FamilyStats::default())).collect();
+    // EVENTS and the rings of the families that have an agent, in the plan's order (the
+    // order every drain reads them in).
+    let mut rings = Vec::new();
+    let polled = |p: &&Planned| p.family.is_none_or(|f| agents.iter().any(|a| a.name == f));
+    for p in planned.iter().filter(polled) {
+        let ring: RingBuf<MapData> = loader::take_map(&mut ebpf, p.ring.name)?;
+        // SAFETY: the ring buffer owns its fd and outlives the registration (both live in
+        // the AsyncFd until the end of this function).
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| Error::bpf(format!("polling the ring buffer {}", p.ring.name), e))?;
+        rings.push(fd);
+    }
     sinks.engine(&EngineRecord::Ready(ready(&outcomes)));
-
-    // SAFETY: the ring buffer owns its fd and outlives the registration (both live in the
-    // AsyncFd until the end of this function).
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| Error::bpf("polling the ring buffer", e))?;
     let now = tokio::time::Instant::now();
     let deadline = duration.map(|d| now + d);
     let mut ticker = interval.map(|d| tokio::time::interval_at(now + d, d));
@@ -165,7 +185,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
             () = stop.wait() => break,
             () = sleep => break,
             () = tick => {
-                drain(ring.get_mut(), &mut agents, &mut counts, &mut sinks);
+                drain(&mut rings, &mut agents, &mut counts, &mut sinks);
                 for a in &mut agents {
                     a.agent.collect();
                     a.agent.interval(&mut Out::new(a.name, &mut sinks));
@@ -182,17 +202,16 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
                     a.agent.tick(&mut Out::new(a.name, &mut sinks));
                 }
             }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|e| Error::bpf("polling the ring buffer", e))?;
-                drain(guard.get_inner_mut(), &mut agents, &mut counts, &mut sinks);
-                guard.clear_ready();
+            ready = readable(&mut rings) => {
+                ready.map_err(|e| Error::bpf("polling the ring buffers", e))?;
+                drain(&mut rings, &mut agents, &mut counts, &mut sinks);
             }
         }
     }
     // Detach every program (the agents hold the maps they read), then take what arrived
     // before the stop.
     drop(ebpf);
-    drain(ring.get_mut(), &mut agents, &mut counts, &mut sinks);
+    drain(&mut rings, &mut agents, &mut counts, &mut sinks);
     for a in &mut agents {
         a.agent.collect();
         a.agent.finish(&mut Out::new(a.name, &mut sinks), end);
@@ -221,7 +240,40 @@ fn ready(outcomes: &[HookOutcome]) -> Ready {
     }
 }
 
+/// Waits until one of the ring buffers has records, and clears the readiness of those
+/// that do: the caller then drains them all (a record written meanwhile makes its ring
+/// ready again).
+async fn readable(rings: &mut [AsyncFd<RingBuf<MapData>>]) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| {
+        let mut any = false;
+        for r in rings.iter_mut() {
+            match r.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    guard.clear_ready();
+                    any = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        if any { Poll::Ready(Ok(())) } else { Poll::Pending }
+    })
+    .await
+}
+
+/// Every record of every ring buffer to the agent of the family its header names.
 fn drain(
+    rings: &mut [AsyncFd<RingBuf<MapData>>],
+    agents: &mut [Traced],
+    counts: &mut BTreeMap<String, FamilyStats>,
+    sinks: &mut Sinks,
+) {
+    for ring in rings {
+        drain_one(ring.get_mut(), agents, counts, sinks);
+    }
+}
+
+fn drain_one(
     ring: &mut RingBuf<MapData>,
     agents: &mut [Traced],
     counts: &mut BTreeMap<String, FamilyStats>,
@@ -268,5 +320,6 @@ fn kernel_counts(
         c.ringbuf_drops = read(stats::index(a.id, stats::RINGBUF_DROPS));
         c.read_errors = read(stats::index(a.id, stats::READ_ERRORS));
         c.map_full = read(stats::index(a.id, stats::MAP_FULL));
+        c.sent = read(stats::index(a.id, stats::SENT));
     }
 }

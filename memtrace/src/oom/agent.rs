@@ -1,7 +1,11 @@
-//! The OOM agent: a state machine over the family's ring-buffer records. Candidates wait
-//! for their kill; a kill waits (with deadlines) for its memory.oom.group members, the
-//! victim's exit and the reaper; then its `oom_kill` record is emitted, in kill order.
-//! What a record says is the model's (`model`); when it is emitted is decided here.
+//! The OOM agent: a state machine over the family's ring-buffer records. Kill records
+//! travel on a channel of their own (`OOM_KILLS`), candidates on theirs
+//! (`OOM_CANDIDATES`), so either may arrive first: candidates wait for their kill, a kill
+//! for its candidates (the kill record says how many were sent), and with deadlines for
+//! its memory.oom.group members, the victim's exit and the reaper; then its `oom_kill`
+//! record is emitted, in kill order. Every candidate that does not arrive is counted in the
+//! record's `lost`, with the reason. What a record says is the model's (`model`); when it
+//! is emitted is decided here.
 
 use std::{
     collections::HashMap,
@@ -16,7 +20,7 @@ use memtrace_common::oom::{
 
 use super::{
     model::{self, Env, Track},
-    report::{self, Candidate, OomKill, OomRecord},
+    report::{self, Candidate, GroupKill, Lost, OomKill, OomRecord},
 };
 use crate::{
     engine::{
@@ -26,9 +30,36 @@ use crate::{
     kernel::{cgroup, procfs::Procfs},
 };
 
-/// A decision waiting for its group members, the victim's exit and the reaper.
+/// The candidate records of one decision that reached the agent.
+#[derive(Default)]
+struct Received {
+    cands: Vec<Candidate>,
+    /// Received and dropped: past [`MAX_CANDIDATES`], or in a buffer evicted for room.
+    evicted: u32,
+}
+
+impl Received {
+    fn count(&self) -> u64 {
+        self.cands.len() as u64 + u64::from(self.evicted)
+    }
+
+    fn push(&mut self, c: Candidate) {
+        if self.cands.len() < MAX_CANDIDATES {
+            self.cands.push(c);
+        } else {
+            self.evicted += 1;
+        }
+    }
+}
+
+/// A decision waiting for its candidates, group members, the victim's exit and the reaper.
 struct Pending {
-    kill: OomKill,
+    /// The decision's kill record (its `decision` is the id).
+    ev: Box<OomKillEvent>,
+    /// A memory.oom.group member whose decision was already gone: a decision of its own.
+    orphan_member: bool,
+    group_kills: Vec<GroupKill>,
+    received: Received,
     tracks: Vec<Track>,
     created: Instant,
     last_mark: Instant,
@@ -37,6 +68,9 @@ struct Pending {
 
 /// Group members come within microseconds of the victim.
 const SETTLE: Duration = Duration::from_millis(30);
+/// The candidates were sent before their kill record; on another channel they may still be
+/// on their way (the agent drains both at once: this is for a busy agent).
+const CANDIDATE_WAIT: Duration = Duration::from_secs(2);
 /// The reaper is woken OOM_REAPER_DELAY (2 s) after a kill whose victim is still there.
 const NO_EXIT_WAIT: Duration = Duration::from_millis(2600);
 const REAPER_WAIT: Duration = Duration::from_millis(1500);
@@ -45,16 +79,29 @@ const EXITING_GRACE: Duration = Duration::from_millis(300);
 const HARD_WAIT: Duration = Duration::from_secs(8);
 /// Decisions whose candidates are buffered before their kill arrives.
 const MAX_BUFFERED: usize = 64;
+/// Candidates kept per decision: the walk's limit (the kernel's own scan of a host with
+/// more processes is cut here; the rest counted as evicted).
 const MAX_CANDIDATES: usize = 1 << 16;
+/// Decisions remembered once emitted or ended without a kill.
+const MAX_DONE: usize = 256;
 
 impl Pending {
-    /// Complete: every track ended, or nothing more is to be expected by `now`.
+    /// Every candidate record the kernel sent has arrived (or was dropped here).
+    fn candidates_in(&self) -> bool {
+        self.orphan_member || self.received.count() >= u64::from(self.ev.cand_emitted)
+    }
+
+    /// Complete: candidates in, every track ended, or nothing more is to be expected by
+    /// `now`.
     fn ready(&self, now: Instant) -> bool {
         let since_mark = now.duration_since(self.last_mark);
         if now.duration_since(self.created) >= HARD_WAIT {
             return true;
         }
         if since_mark < SETTLE {
+            return false;
+        }
+        if !self.candidates_in() && now.duration_since(self.created) < CANDIDATE_WAIT {
             return false;
         }
         if self.tracks.iter().all(Track::ended) {
@@ -71,16 +118,31 @@ impl Pending {
             None => since_mark >= NO_EXIT_WAIT,
         }
     }
+
+    /// The candidates the agent lost: dropped here, or sent and not received by now.
+    fn agent_lost(&self) -> Lost {
+        let received = self.received.count();
+        let sent = u64::from(self.ev.cand_emitted);
+        Lost {
+            agent_evicted: self.received.evicted,
+            not_received: sent.saturating_sub(received).min(u64::from(u32::MAX)) as u32,
+            ..Lost::default()
+        }
+    }
 }
 
 /// Emits each OOM decision once it is complete.
 pub struct OomAgent {
     cfg: Filter,
     env: Env,
-    /// Candidates by decision, before their kill record (and how many did not fit).
-    candidates: HashMap<u64, (Vec<Candidate>, u32)>,
+    /// Candidates by decision, before their kill record.
+    candidates: HashMap<u64, Received>,
+    /// Candidates received and then evicted for room before their kill came: decision ->
+    /// how many (the oldest forgotten first).
+    evicted: Vec<(u64, u32)>,
     pending: Vec<Pending>,
-    /// Decisions already emitted (late group members, reaper events): id -> victim pids.
+    /// Decisions emitted (late group members, reaper events; id -> victim pids), or ended
+    /// without a kill (no pids): their late candidates are dropped.
     done: Vec<(u64, Vec<u32>)>,
     cgroups: cgroup::Names,
     procfs: Procfs,
@@ -95,6 +157,7 @@ impl OomAgent {
             cfg,
             env,
             candidates: HashMap::new(),
+            evicted: Vec::new(),
             pending: Vec::new(),
             done: Vec::new(),
             cgroups: cgroup::Names::new(&procfs),
@@ -104,29 +167,50 @@ impl OomAgent {
     }
 
     fn on_candidate(&mut self, ev: &OomCandidateEvent) {
+        let c = model::candidate(ev, &self.env);
+        if let Some(p) = self.pending.iter_mut().find(|p| p.ev.decision == ev.decision) {
+            p.received.push(c);
+            return;
+        }
+        if self.done.iter().any(|(d, _)| *d == ev.decision) {
+            // Its record is out (and counted it as not received), or it killed nothing.
+            log::debug!("late candidate pid {} of decision {}", ev.pid, ev.decision);
+            return;
+        }
         if !self.candidates.contains_key(&ev.decision) && self.candidates.len() >= MAX_BUFFERED {
             if let Some(&oldest) = self.candidates.keys().min() {
-                self.candidates.remove(&oldest);
+                let gone = self.candidates.remove(&oldest).unwrap_or_default();
+                if self.evicted.len() >= MAX_BUFFERED {
+                    self.evicted.remove(0);
+                }
+                let n = gone.evicted.saturating_add(gone.cands.len() as u32);
+                self.evicted.push((oldest, n));
             }
         }
-        let (v, lost) = self.candidates.entry(ev.decision).or_default();
-        if v.len() < MAX_CANDIDATES {
-            v.push(model::candidate(ev, &self.env));
-        } else {
-            *lost += 1;
-        }
+        self.candidates.entry(ev.decision).or_default().push(c);
     }
 
+    /// The end of a selection seen by the exact hooks: one that killed nothing lets its
+    /// candidates go (and those still on their way).
     fn on_select_done(&mut self, ev: &OomSelectDoneEvent) {
-        // An out_of_memory() call that killed nothing: its candidates go.
-        if !self.pending.iter().any(|p| p.kill.decision_id == ev.decision) {
+        let known = self.pending.iter().any(|p| p.ev.decision == ev.decision)
+            || self.done.iter().any(|(d, _)| *d == ev.decision);
+        if !known {
             self.candidates.remove(&ev.decision);
+            self.remember(ev.decision, Vec::new());
             log::debug!(
                 "out_of_memory() returned {} without a kill after {} oom_badness() calls",
                 ev.ret,
                 ev.calls
             );
         }
+    }
+
+    fn remember(&mut self, decision: u64, pids: Vec<u32>) {
+        if self.done.len() >= MAX_DONE {
+            self.done.remove(0);
+        }
+        self.done.push((decision, pids));
     }
 
     fn on_kill(&mut self, ev: &OomKillEvent) {
@@ -141,33 +225,29 @@ impl OomAgent {
         };
         let member = ev.dflags & OOM_D_GROUP_MEMBER != 0;
         if member {
-            if let Some(p) = self.pending.iter_mut().find(|p| p.kill.decision_id == ev.decision) {
-                p.kill.group_kills.push(model::group_kill(ev, &self.env));
+            if let Some(p) = self.pending.iter_mut().find(|p| p.ev.decision == ev.decision) {
+                p.group_kills.push(model::group_kill(ev, &self.env));
                 p.tracks.push(track);
                 p.last_mark = now;
                 return;
             }
         }
         log::debug!(
-            "oom kill of pid {} (decision {}, flags {:#x})",
+            "oom kill of pid {} (decision {}, flags {:#x}, {} candidates sent)",
             ev.victim_pid,
             ev.decision,
-            ev.dflags
+            ev.dflags,
+            ev.cand_emitted
         );
-        let (cands, lost) = self.candidates.remove(&ev.decision).unwrap_or_default();
-        let kill = if member {
-            let mut kill = model::from_event(ev, &self.env);
-            kill.notes.push(format!(
-                "killed as a memory.oom.group member of decision {} (its report was already \
-                 printed or filtered)",
-                ev.decision
-            ));
-            kill
-        } else {
-            model::decision(ev, &self.env, cands, lost, |id| self.cgroups.name(id))
-        };
+        let mut received = self.candidates.remove(&ev.decision).unwrap_or_default();
+        if let Some(i) = self.evicted.iter().position(|(d, _)| *d == ev.decision) {
+            received.evicted = received.evicted.saturating_add(self.evicted.remove(i).1);
+        }
         self.pending.push(Pending {
-            kill,
+            ev: Box::new(*ev),
+            orphan_member: member,
+            group_kills: Vec::new(),
+            received,
             tracks: vec![track],
             created: now,
             last_mark: now,
@@ -179,12 +259,12 @@ impl OomAgent {
         let now = Instant::now();
         log::debug!("oom reaper phase {} pid {} decision {}", ev.phase, ev.pid, ev.decision);
         let Some(p) = self.pending.iter_mut().find(|p| {
-            (ev.decision == 0 || p.kill.decision_id == ev.decision)
+            (ev.decision == 0 || p.ev.decision == ev.decision)
                 && p.tracks.iter().any(|t| t.pid == ev.pid)
         }) else {
             if ev.phase == REAPER_EXIT && !self.done.iter().any(|(d, _)| *d == ev.decision) {
                 // Exited before its kill record arrived (the record is sent after the
-                // candidate walk; the victim's SIGKILL came before it).
+                // candidates; the victim's SIGKILL came before it).
                 if self.early_exits.len() >= MAX_BUFFERED {
                     self.early_exits.remove(0);
                 }
@@ -221,28 +301,48 @@ impl OomAgent {
             }
             let p = self.pending.remove(0);
             log::debug!(
-                "oom decision {} complete after {:?} (forced: {force})",
-                p.kill.decision_id,
-                now.duration_since(p.created)
+                "oom decision {} complete after {:?} (forced: {force}), {} of {} candidates",
+                p.ev.decision,
+                now.duration_since(p.created),
+                p.received.cands.len(),
+                p.ev.cand_emitted
             );
             self.emit(p, out);
         }
     }
 
+    /// The decision assembled from its kill and candidates.
+    fn assemble(&mut self, p: &mut Pending) -> OomKill {
+        let ev = &p.ev;
+        let mut kill = if p.orphan_member {
+            let mut kill = model::from_event(ev, &self.env);
+            kill.notes.push(format!(
+                "killed as a memory.oom.group member of decision {} (its report was already \
+                 printed or filtered)",
+                ev.decision
+            ));
+            kill
+        } else {
+            let lost = p.agent_lost();
+            let cands = std::mem::take(&mut p.received.cands);
+            let cgroups = &mut self.cgroups;
+            model::decision(ev, &self.env, cands, lost, |id| cgroups.name(id))
+        };
+        kill.group_kills = std::mem::take(&mut p.group_kills);
+        kill
+    }
+
     /// A complete decision: its reaper summary and notes, then the record (when it passes
     /// the filters).
-    fn emit(&mut self, p: Pending, out: &mut Out) {
-        let Pending { mut kill, tracks, .. } = p;
-        kill.reaper = Some(model::reaper_summary(&tracks));
+    fn emit(&mut self, mut p: Pending, out: &mut Out) {
+        let mut kill = self.assemble(&mut p);
+        kill.reaper = Some(model::reaper_summary(&p.tracks));
         let host_available =
             self.procfs.meminfo().and_then(|m| m.get("MemAvailable").map(|&a| a as i64));
         let mut notes = report::notes(&kill, self.env.page_kib, host_available);
         notes.append(&mut kill.notes);
         kill.notes = notes;
-        if self.done.len() >= MAX_BUFFERED {
-            self.done.remove(0);
-        }
-        self.done.push((kill.decision_id, tracks.iter().map(|t| t.pid).collect()));
+        self.remember(kill.decision_id, p.tracks.iter().map(|t| t.pid).collect());
         if model::matches(&kill, &self.cfg) {
             out.emit(&OomRecord::Kill(kill));
         }
@@ -322,6 +422,21 @@ mod tests {
         a
     }
 
+    /// The first pending decision, taken out and assembled.
+    fn first_kill(a: &mut OomAgent) -> OomKill {
+        let mut p = a.pending.remove(0);
+        a.assemble(&mut p)
+    }
+
+    /// The first pending decision made old enough for every deadline but the hard one.
+    fn age(a: &mut OomAgent, by: Duration) -> Instant {
+        let now = Instant::now();
+        let p = &mut a.pending[0];
+        p.created = now - by;
+        p.last_mark = now - by;
+        now
+    }
+
     #[test]
     fn short_records_are_rejected() {
         let mut a = agent();
@@ -333,19 +448,122 @@ mod tests {
 
     #[test]
     fn candidates_wait_for_their_kill() {
-        let a = assembled();
+        let mut a = assembled();
         assert!(a.candidates.is_empty(), "taken by the kill");
-        let k = &a.pending[0].kill;
+        assert!(a.pending[0].candidates_in());
+        let k = first_kill(&mut a);
         let pids: Vec<u32> = k.candidates.iter().map(|c| c.pid).collect();
         assert_eq!(pids, [100, 200, 300, 400]);
         assert!(k.candidates[0].victim);
-        assert_eq!(k.candidates_method.as_ref().map(|m| m.candidates), Some(4));
+        let m = k.candidates_method.unwrap();
+        assert_eq!((m.candidates, m.lost), (4, 0));
+    }
+
+    /// On their own channel, the candidates may come after the kill: the decision waits
+    /// for as many as the kill record says were sent.
+    #[test]
+    fn a_kill_waits_for_candidates_that_come_after_it() {
+        let mut a = agent();
+        assert!(rec(&mut a, KIND_KILL, &bytes(&kill_event())));
+        let now = age(&mut a, Duration::from_millis(100));
+        a.on_reaper(&reaper_event(100, REAPER_EXIT, 8_000_000));
+        assert!(!a.pending[0].candidates_in());
+        assert!(!a.pending[0].ready(now), "the victim exited, the candidates are not in");
+        for c in cands() {
+            a.on_candidate(&c);
+        }
+        assert!(a.candidates.is_empty(), "attached to the pending decision");
+        assert!(a.pending[0].ready(now));
+        let recs = emitted(|out| a.flush(false, out));
+        assert_eq!(recs.len(), 1);
+        let m = &recs[0]["candidates_method"];
+        assert_eq!((m["candidates"].as_u64(), m["lost"].as_u64()), (Some(4), Some(0)), "{m}");
+        assert_eq!(recs[0]["candidates"][0]["victim"], true);
+        // One more, late: dropped, not buffered for a decision that is out.
+        assert!(rec(&mut a, KIND_CANDIDATE, &bytes(&cands()[1])));
+        assert!(a.candidates.is_empty());
+    }
+
+    /// Every candidate that does not arrive is counted, with its reason: the kernel's ring
+    /// buffer was full, the walk's limit, the agent's eviction, not received in time.
+    #[test]
+    fn lost_candidates_are_counted_by_reason() {
+        let mut a = agent();
+        let mut ev = kill_event();
+        ev.cand_emitted = 6;
+        ev.cand_dropped = 2;
+        ev.cand_unwalked = 3;
+        for c in &cands()[..3] {
+            rec(&mut a, KIND_CANDIDATE, &bytes(c));
+        }
+        rec(&mut a, KIND_KILL, &bytes(&ev));
+        rec(&mut a, KIND_CANDIDATE, &bytes(&cands()[3]));
+        a.on_reaper(&reaper_event(100, REAPER_EXIT, 8_000_000));
+        let now = age(&mut a, Duration::from_millis(500));
+        assert!(!a.pending[0].ready(now), "two candidates still on their way");
+        let now = age(&mut a, CANDIDATE_WAIT);
+        assert!(a.pending[0].ready(now), "not longer than CANDIDATE_WAIT");
+        let k = first_kill(&mut a);
+        let m = k.candidates_method.clone().unwrap();
+        assert_eq!(m.candidates, 4);
+        let want = Lost { ring_full: 2, walk_limit: 3, agent_evicted: 0, not_received: 2 };
+        assert_eq!(m.lost_reasons, want);
+        assert_eq!(m.lost, 7, "4 + 7 = the 11 processes of the domain");
+        let notes = report::notes(&k, 4, None).join("\n");
+        assert!(notes.contains("7 of 11 candidates are missing from the table (2 ring buffer full, \
+             3 past the walk's task limit, 2 not received in time)"), "{notes}");
+    }
+
+    /// Past MAX_BUFFERED decisions waiting for their kill, the oldest buffer goes; its
+    /// kill then counts those candidates as dropped by the agent.
+    #[test]
+    fn evicted_buffers_count_in_their_decision() {
+        let mut a = agent();
+        for d in 0..=MAX_BUFFERED as u64 {
+            let mut c = cand(100, "victim", 4096, 900, CAND_POINTS);
+            c.decision = 1 + d;
+            rec(&mut a, KIND_CANDIDATE, &bytes(&c));
+            rec(&mut a, KIND_CANDIDATE, &bytes(&c));
+        }
+        assert_eq!(a.candidates.len(), MAX_BUFFERED);
+        assert_eq!(a.evicted, [(1, 2)]);
+        let mut ev = kill_event();
+        ev.decision = 1;
+        ev.cand_emitted = 3;
+        rec(&mut a, KIND_KILL, &bytes(&ev));
+        let mut c = cand(200, "grower", 14_000, 0, CAND_POINTS);
+        c.decision = 1;
+        rec(&mut a, KIND_CANDIDATE, &bytes(&c));
+        assert!(a.pending[0].candidates_in(), "2 evicted + 1 kept: all 3 arrived");
+        let m = first_kill(&mut a).candidates_method.unwrap();
+        // The victim's row comes back from the kill record: one of the two evicted.
+        assert_eq!((m.candidates, m.lost, m.lost_reasons.agent_evicted), (2, 1, 1));
+        assert!(a.evicted.is_empty());
+    }
+
+    /// The walk's first record is the victim's: when it is lost, the victim's row comes from
+    /// the kill record and is no longer counted as lost.
+    #[test]
+    fn a_lost_victim_record_is_recovered_from_the_kill() {
+        let mut a = agent();
+        let mut ev = kill_event();
+        ev.cand_emitted = 3;
+        ev.cand_dropped = 1;
+        for c in &cands()[1..] {
+            rec(&mut a, KIND_CANDIDATE, &bytes(c));
+        }
+        rec(&mut a, KIND_KILL, &bytes(&ev));
+        let k = first_kill(&mut a);
+        let m = k.candidates_method.unwrap();
+        assert_eq!((m.candidates, m.lost), (4, 0), "3 received + the victim's row");
+        assert!(k.candidates.iter().any(|c| c.victim && c.pid == 100));
     }
 
     #[test]
     fn exact_candidates_and_select_done() {
         let mut a = agent();
-        // A selection that killed nothing: its candidates are dropped at out_of_memory's end.
+        // A selection that killed nothing: its candidates are dropped at out_of_memory's end,
+        // and those still on their way too.
         let mut c = cand(1, "x", 10, 0, CAND_POINTS | CAND_EXACT);
         c.decision = 1;
         rec(&mut a, KIND_CANDIDATE, &bytes(&c));
@@ -353,23 +571,31 @@ mod tests {
         let done = OomSelectDoneEvent {
             header: EventHeader { kind: KIND_SELECT_DONE, cpu: 0, boot_ns: 1 },
             decision: 1,
-            calls: 1,
-            emitted: 1,
+            calls: 2,
+            emitted: 2,
             dropped: 0,
             ret: 1,
         };
         assert!(rec(&mut a, KIND_SELECT_DONE, &bytes(&done)));
         assert!(!a.candidates.contains_key(&1));
+        rec(&mut a, KIND_CANDIDATE, &bytes(&c));
+        assert!(!a.candidates.contains_key(&1), "a late one of a selection without a kill");
 
         let mut ev = kill_event();
         ev.method = OOM_METHOD_FEXIT;
         ev.dflags = OOM_D_OC_ENTRY | OOM_D_HAVE_OC | OOM_D_HAVE_CHOSEN_POINTS;
+        ev.cand_emitted = 1;
         let c = cand(100, "victim", 4096, 900, CAND_POINTS | CAND_EXACT);
         rec(&mut a, KIND_CANDIDATE, &bytes(&c));
         rec(&mut a, KIND_KILL, &bytes(&ev));
-        let k = &a.pending[0].kill;
+        // Its own end of selection keeps it.
+        let mut done = done;
+        done.decision = DECISION;
+        rec(&mut a, KIND_SELECT_DONE, &bytes(&done));
+        assert_eq!(a.pending.len(), 1);
+        let k = first_kill(&mut a);
         let m = k.candidates_method.as_ref().unwrap();
-        assert_eq!((m.method, m.exact), (MethodKind::Fexit, true));
+        assert_eq!((m.method, m.exact, m.candidates, m.lost), (MethodKind::Fexit, true, 1, 0));
         assert!(k.constraint_source.as_str().contains("out_of_memory()'s argument"));
         assert_eq!(k.domain.memcg, None, "no memcg read for this record");
     }
@@ -380,12 +606,15 @@ mod tests {
         let m = group_member();
         assert!(rec(&mut a, KIND_KILL, &bytes(&m)));
         assert_eq!(a.pending.len(), 1, "one decision");
-        assert_eq!(a.pending[0].kill.group_kills[0].pid, 500);
+        assert_eq!(a.pending[0].group_kills[0].pid, 500);
         assert_eq!(a.pending[0].tracks.len(), 2);
+        assert_eq!(first_kill(&mut a).group_kills[0].pid, 500);
         // A member whose decision is gone is a decision of its own, saying so.
         let mut a = agent();
         assert!(rec(&mut a, KIND_KILL, &bytes(&m)));
-        assert!(a.pending[0].kill.notes[0].contains("memory.oom.group member of decision 7000"));
+        assert!(a.pending[0].candidates_in(), "it waits for no candidates");
+        let k = first_kill(&mut a);
+        assert!(k.notes[0].contains("memory.oom.group member of decision 7000"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{
     model::{self, Env},
-    report::OomKill,
+    report::{Lost, OomKill},
 };
 use crate::{
     engine::sink::{Out, Sink, Sinks},
@@ -98,10 +98,10 @@ pub fn kill_event() -> OomKillEvent {
         memcg_max: 32_768,
         victim_task_flags: 0,
         method: OOM_METHOD_WALK,
-        cand_emitted: 3,
+        cand_emitted: 4,
         cand_dropped: 0,
         cand_visited: 120,
-        _pad2: 0,
+        cand_unwalked: 0,
         retry: OomRetry::default(),
         oom_memcg: cg(&["job", "svc"]),
     }
@@ -170,7 +170,7 @@ pub fn bytes<T>(v: &T) -> Vec<u8> {
 pub fn decided() -> OomKill {
     let env = env();
     let cands = cands().iter().map(|c| model::candidate(c, &env)).collect();
-    model::decision(&kill_event(), &env, cands, 0, |id| Some(format!("/named/{id}")))
+    model::decision(&kill_event(), &env, cands, Lost::default(), |id| Some(format!("/named/{id}")))
 }
 
 /// The records emitted through the `Out` that `f` is given.

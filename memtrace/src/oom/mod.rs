@@ -21,6 +21,7 @@ use crate::{
         family::{Agent, AgentContext, Family, Filter},
         hook::Hook,
         loader::Global,
+        rings::Ring,
         sink::View,
     },
     error::Error,
@@ -50,6 +51,10 @@ impl Family for Oom {
 
     fn map_sizes(&self, _traced: bool) -> Vec<(&'static str, u32)> {
         Vec::new()
+    }
+
+    fn ring_buffers(&self, kernel: &Kernel, _traced: bool) -> Vec<Ring> {
+        config::ring_buffers(kernel)
     }
 
     fn agent(&self, _ebpf: &mut Ebpf, ctx: &AgentContext) -> Result<Box<dyn Agent>, Error> {

@@ -1,10 +1,12 @@
 //! The oom family on the real kernel, one test binary: OOM kills inside small memory
 //! cgroups on the host (`host`: the record, filters, text mode, replay; `decision`: every
-//! candidate scored, the right victim, twice), and VM-only cases that exhaust global memory
-//! or need cgroup v2 and kprobes/fentry (`vm`, run by `cargo xtask vm-test`).
+//! candidate scored, the right victim, twice; `loss`: 10,000 processes in the domain and a
+//! tiny ring buffer, every missing candidate counted), and VM-only cases that exhaust
+//! global memory or need cgroup v2 and kprobes/fentry (`vm`, run by `cargo xtask vm-test`).
 
 mod decision;
 mod host;
+mod loss;
 mod vm;
 
 use std::{path::PathBuf, time::Duration};
@@ -25,6 +27,56 @@ pub fn hogs(cg: &MemCgroup, prefix: &str, n: usize, mb: u64, ready: Duration) ->
             s
         })
         .collect()
+}
+
+/// `mt-stress sleepers`: `n` small processes sleeping in `cg` (clones sharing one small
+/// address space) and their parent, all named `comm`. On drop every sleeper still the
+/// parent's child is killed by its pid, then the parent (the sleepers also die with it).
+pub struct Sleepers {
+    pub pids: Vec<u32>,
+    parent: Stress,
+}
+
+impl Sleepers {
+    pub fn spawn(cg: &MemCgroup, comm: &str, n: usize) -> Sleepers {
+        let count = n.to_string();
+        let args = ["sleepers", "--count", &count, "--comm", comm, "--cgroup", cg.dir_str()];
+        let mut parent = Stress::spawn(&args);
+        let pids: Vec<u32> = parent
+            .wait_line("pids", Duration::from_secs(300))
+            .split_whitespace()
+            .map(|p| p.parse().expect("a pid"))
+            .collect();
+        parent.wait_line("ready", Duration::from_secs(60));
+        assert_eq!(pids.len(), n);
+        Sleepers { pids, parent }
+    }
+
+    pub fn parent_pid(&self) -> u32 {
+        self.parent.pid()
+    }
+}
+
+/// The parent pid of `pid` (/proc/PID/stat), None when it is gone.
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": the comm may hold spaces, not the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        let parent = self.parent.pid();
+        for &pid in &self.pids {
+            // Only a pid that is still ours: a sleeper that died was reaped by the parent,
+            // and its pid may be another process's by now.
+            if ppid(pid) == Some(parent) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        // Then `parent` drops: killed and waited for.
+    }
 }
 
 /// A number of a record, or a panic naming it.

@@ -7,7 +7,8 @@ use memtrace_common::oom::{
     CAND_SKIP_OLD_VICTIM, CAND_SKIP_OOM_SKIP, CAND_SKIP_OTHER, CAND_SKIP_VFORK, CONSTRAINT_CPUSET,
     CONSTRAINT_MEMCG, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE, OOM_D_HAVE_CHOSEN_POINTS,
     OOM_D_HAVE_MEMCG, OOM_D_HAVE_OC, OOM_D_HAVE_RETRY, OOM_D_INFERRED, OOM_D_NO_SELECTION,
-    OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_WALK_TRUNCATED, OOM_HAVE_MM, OOM_HAVE_TASK,
+    OOM_D_OC_ENTRY, OOM_D_OC_STACK, OOM_D_WALK_TRUNCATED, OOM_D_WALK_UNFINISHED, OOM_HAVE_MM,
+    OOM_HAVE_TASK,
     OOM_METHOD_FEXIT, OOM_METHOD_KRETPROBE, OOM_METHOD_WALK, OOM_NO_MM, OomCandidateEvent,
     OomKillEvent,
 };
@@ -17,7 +18,7 @@ use crate::{
     engine::format,
     kernel::{cgroup, cstr},
     oom::report::{
-        Breakdown, Candidate, Constraint, ConstraintSource, Domain, DomainKind, Method,
+        Breakdown, Candidate, Constraint, ConstraintSource, Domain, DomainKind, Lost, Method,
         MethodKind, OomKill, PointsSource, Retries, Skip, Trigger, Victim,
     },
 };
@@ -154,7 +155,18 @@ pub fn from_event(ev: &OomKillEvent, env: &Env) -> OomKill {
         );
     }
     if d & OOM_D_WALK_TRUNCATED != 0 {
-        notes.push("the candidate walk stopped at its task limit: the table is partial".into());
+        notes.push(format!(
+            "the candidate walk stopped at its task limit: the table is partial, the {} \
+             processes of the domain past it are counted in lost",
+            ev.cand_unwalked
+        ));
+    }
+    if d & OOM_D_WALK_UNFINISHED != 0 {
+        notes.push(
+            "the candidate walk did not get back to where it started (a task list read \
+             failed): lost may be short"
+                .into(),
+        );
     }
     let chosen = d & OOM_D_HAVE_CHOSEN_POINTS != 0;
     OomKill {
@@ -235,7 +247,9 @@ pub fn retries(ev: &OomKillEvent, env: &Env) -> Option<Retries> {
     })
 }
 
-/// How the candidates of this kill were obtained, with `received` of them.
+/// How the candidates of this kill were obtained, with `received` of them, and those the
+/// kernel says are missing (ring buffer full, past the walk's limit); the agent adds its
+/// own.
 pub fn method(ev: &OomKillEvent, received: usize) -> Option<Method> {
     let exact = "every oom_badness() return while the OOM-invoking task was inside \
                  out_of_memory()";
@@ -269,7 +283,13 @@ pub fn method(ev: &OomKillEvent, received: usize) -> Option<Method> {
         _ => return None,
     };
     let exact = method != MethodKind::Walk;
-    Some(Method { method, exact, detail, candidates: received, lost: ev.cand_dropped })
+    let lost = Lost {
+        ring_full: ev.cand_dropped,
+        walk_limit: if exact { 0 } else { ev.cand_unwalked },
+        ..Lost::default()
+    };
+    let candidates = received;
+    Some(Method { method, exact, detail, candidates, lost: lost.total(), lost_reasons: lost })
 }
 
 #[cfg(test)]
@@ -344,6 +364,15 @@ mod tests {
         let m = method(&ev, 1).unwrap();
         assert_eq!((m.method, m.exact), (MethodKind::Fexit, true));
         assert!(m.detail.ends_with("(fentry): the kernel's own scores"), "{}", m.detail);
+        // What the kernel lost: ring buffer full, and (walk only) past the walk's limit.
+        ev.cand_dropped = 5;
+        ev.cand_unwalked = 7;
+        let m = method(&ev, 1).unwrap();
+        assert_eq!((m.lost, m.lost_reasons.ring_full, m.lost_reasons.walk_limit), (5, 5, 0));
+        ev.method = OOM_METHOD_WALK;
+        let m = method(&ev, 1).unwrap();
+        assert_eq!((m.lost, m.lost_reasons.ring_full, m.lost_reasons.walk_limit), (12, 5, 7));
+        assert_eq!(m.lost_reasons.describe(), "5 ring buffer full, 7 past the walk's task limit");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use self::{
     decode::method,
     score::{sort_candidates, victim_breakdown, walk_victim_row},
 };
-use super::report::{Candidate, GroupKill, OomKill};
+use super::report::{Candidate, GroupKill, Lost, OomKill};
 use crate::{
     engine::family::Filter,
     kernel::{Kernel, cgroup, gfp::Gfp},
@@ -63,20 +63,19 @@ impl Env {
     }
 }
 
-/// A selected kill with its candidates (`lost`: candidate records the agent could not
-/// keep): the victim's row marked, each row's cgroup named (`name`: cgroup id -> path),
-/// sorted, how they were obtained, the victim's breakdown. Without reaper and notes yet.
+/// A selected kill with its candidates (`agent`: the candidates the agent lost, evicted or
+/// never received; the kernel's losses are in `ev`): the victim's row marked, each row's
+/// cgroup named (`name`: cgroup id -> path), sorted, how they were obtained and what is
+/// missing, the victim's breakdown. Without reaper and notes yet.
 pub fn decision(
     ev: &OomKillEvent,
     env: &Env,
     mut cands: Vec<Candidate>,
-    lost: u32,
+    agent: Lost,
     mut name: impl FnMut(u64) -> Option<String>,
 ) -> OomKill {
     let mut kill = from_event(ev, env);
-    if ev.method == OOM_METHOD_WALK {
-        walk_victim_row(&mut cands, ev, env, &mut kill);
-    }
+    let recovered = ev.method == OOM_METHOD_WALK && walk_victim_row(&mut cands, ev, env, &mut kill);
     for c in &mut cands {
         c.victim = c.tgid == ev.victim_tgid;
         c.cgroup = if c.victim && kill.victim.cgroup.is_some() {
@@ -87,7 +86,20 @@ pub fn decision(
     }
     sort_candidates(&mut cands);
     kill.candidates_method = method(ev, cands.len()).map(|mut m| {
-        m.lost += lost;
+        let l = &mut m.lost_reasons;
+        l.agent_evicted += agent.agent_evicted;
+        l.not_received += agent.not_received;
+        if recovered {
+            // The victim's row stands for its lost record (the walk's first: when the ring
+            // was full from the start, ring_full counted it).
+            for n in [&mut l.ring_full, &mut l.not_received, &mut l.agent_evicted] {
+                if *n > 0 {
+                    *n -= 1;
+                    break;
+                }
+            }
+        }
+        m.lost = l.total();
         m
     });
     victim_breakdown(&mut kill, ev, env, &cands);

@@ -43,20 +43,21 @@ fn kill_breakdown(ev: &OomKillEvent, env: &Env, totalpages: u64) -> ([i64; 3], B
 
 /// The walk reads the victim after the kill's own record: a victim that exits fast may have
 /// no memory left by then. Its row then comes from the kill record's counters (read at the
-/// tracepoint, before the walk), and a note says so.
+/// tracepoint, before the walk), and a note says so. The same when its record is missing
+/// (the walk's first, it was lost): true then, the row stands for a lost record.
 pub fn walk_victim_row(
     cands: &mut Vec<Candidate>,
     ev: &OomKillEvent,
     env: &Env,
     kill: &mut OomKill,
-) {
+) -> bool {
     let idx = cands.iter().position(|c| c.tgid == ev.victim_tgid);
     let gone = idx.is_none_or(|i| {
         let released = matches!(cands[i].skipped, Some(Skip::NoMm | Skip::OomSkipFlag));
         cands[i].points.is_none() && released
     });
     if !gone || ev.flags & OOM_HAVE_MM == 0 || ev.totalpages == 0 {
-        return;
+        return false;
     }
     let p = env.page_kib;
     let ([anon, file, shmem], b) = kill_breakdown(ev, env, ev.totalpages);
@@ -79,15 +80,20 @@ pub fn walk_victim_row(
         victim: true,
         breakdown: Some(b),
     };
+    let missing = idx.is_none();
     match idx {
         Some(i) => cands[i] = row,
         None => cands.push(row),
     }
-    kill.notes.push(
+    kill.notes.push(if missing {
+        "the victim's candidate record was lost: its row uses the counters read at the kill"
+            .to_string()
+    } else {
         "the victim had already released its memory when the walk reached it: its row uses \
          the counters read at the kill"
-            .to_string(),
-    );
+            .to_string()
+    });
+    missing
 }
 
 /// The victim's score and its parts: from its candidate row when there is one (read in the
@@ -145,7 +151,7 @@ mod tests {
         gone.decision = DECISION;
         let grower = cand(200, "grower", 14_000, 0, CAND_POINTS);
         let mut cands = vec![candidate(&gone, &env), candidate(&grower, &env)];
-        walk_victim_row(&mut cands, &ev, &env, &mut kill);
+        assert!(!walk_victim_row(&mut cands, &ev, &env, &mut kill), "replaced, not recovered");
         let row = &cands[0];
         assert!(row.victim && row.skipped.is_none());
         assert_eq!(row.points, Some(ev.chosen_points), "the kernel's own score");
@@ -157,6 +163,12 @@ mod tests {
         let before = live[0].points;
         walk_victim_row(&mut live, &ev, &env, &mut from_event(&ev, &env));
         assert_eq!((live[0].points, live[0].victim), (before, false));
+        // A victim whose record was lost: its row is recovered from the kill.
+        let mut lost = vec![candidate(&grower, &env)];
+        let mut kill = from_event(&ev, &env);
+        assert!(walk_victim_row(&mut lost, &ev, &env, &mut kill));
+        assert_eq!((lost.len(), lost[1].pid, lost[1].victim), (2, 100, true));
+        assert!(kill.notes.join("\n").contains("candidate record was lost"));
     }
 
     #[test]

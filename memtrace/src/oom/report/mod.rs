@@ -208,8 +208,52 @@ pub struct Method {
     pub detail: String,
     /// Candidate records received.
     pub candidates: usize,
-    /// Candidate records lost (ring buffer full).
+    /// Candidates of the domain missing from the table, whatever the reason
+    /// (`lost_reasons` says which): `candidates + lost` is the processes evaluated.
     pub lost: u32,
+    /// `lost` by reason.
+    #[serde(default)]
+    pub lost_reasons: Lost,
+}
+
+/// Why candidates are missing from a decision's table: each a count of processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// Candidate records the kernel could not send: its ring buffer was full.
+    pub ring_full: u32,
+    /// Processes of the domain past the walk's task limit, counted without a record
+    /// (task walk only).
+    pub walk_limit: u32,
+    /// Candidate records the agent received and dropped: too many decisions waiting
+    /// for their kill record, or too many candidates for one decision.
+    pub agent_evicted: u32,
+    /// Candidate records the kernel sent that had not reached the agent when the
+    /// decision was emitted.
+    pub not_received: u32,
+}
+
+impl Lost {
+    pub fn total(&self) -> u32 {
+        self.ring_full
+            .saturating_add(self.walk_limit)
+            .saturating_add(self.agent_evicted)
+            .saturating_add(self.not_received)
+    }
+
+    /// "12 ring buffer full, 3 past the walk's limit" (the non-zero reasons).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            (self.ring_full, "ring buffer full"),
+            (self.walk_limit, "past the walk's task limit"),
+            (self.agent_evicted, "dropped by the agent"),
+            (self.not_received, "not received in time"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+        parts.join(", ")
+    }
 }
 
 /// Another process killed with the victim because its memcg has memory.oom.group set.
@@ -326,7 +370,8 @@ mod tests {
  recomputing oom_badness() (rss + swap + page tables + adj x totalpages/1000) with the kernel's
  totalpages. Race: counters are read microseconds after the kernel's own scan,
  so a score can differ by what a process touched or freed in between,
- and processes that forked or exited in between differ","candidates":4,"lost":0},
+ and processes that forked or exited in between differ","candidates":4,"lost":0,
+"lost_reasons":{"ring_full":0,"walk_limit":0,"agent_evicted":0,"not_received":0}},
 "candidates":[{"pid":100,"tgid":100,"comm":"victim","cgroup":"/svc/job","cgroup_id":0,
 "points":33376,"oom_score_adj":900,"rss_kb":18224,"rss_anon_kb":16384,"rss_file_kb":1840,
 "rss_shmem_kb":0,"swap_kb":0,"pgtables_kb":80,"skipped":null,"victim":true},{"pid":200,"tgid":200,

@@ -57,7 +57,12 @@ pub fn notes(k: &OomKill, page_kib: i64, host_available_kb: Option<i64>) -> Vec<
     }
     if let Some(m) = &k.candidates_method {
         if m.lost > 0 {
-            n.push(format!("{} candidate records were lost (ring buffer full)", m.lost));
+            n.push(format!(
+                "{} of {} candidates are missing from the table ({})",
+                m.lost,
+                m.candidates + m.lost as usize,
+                m.lost_reasons.describe()
+            ));
         }
     }
     if let Some(r) = &k.retries {

@@ -214,7 +214,7 @@ fn candidates(k: &OomKill, top: Option<usize>) -> String {
               the JSON candidates_method.detail states the race)\n";
     }
     if m.lost > 0 {
-        s += &format!("    ({} candidate records lost: ring buffer full)\n", m.lost);
+        s += &format!("    ({} candidates lost: {})\n", m.lost, m.lost_reasons.describe());
     }
     s
 }

@@ -15,12 +15,15 @@
 //!   sysv-write --mb N [--hold]           touch N MiB of a SysV segment, detach, exit
 //!   shared-anon --mb N [--exit]          touch N MiB of shared anonymous memory, hold it
 //!   stat-missing --count N --dir D      stat N unique missing paths in D (negative dentries)
+//!   sleepers --count N [--stack-bytes B] N small processes sleeping until killed (clones
+//!                                        sharing one address space; sleepers.rs)
 
 mod common;
 mod hog;
 mod lazyfree;
 mod pagecache;
 mod shmem;
+mod sleepers;
 mod stat_missing;
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         "sysv-write" => shmem::sysv_write(&opts),
         "shared-anon" => shmem::shared_anon(&opts),
         "stat-missing" => stat_missing::run(&opts),
+        "sleepers" => sleepers::run(&opts),
         other => {
             eprintln!("mt-stress: unknown workload {other}");
             std::process::exit(2);

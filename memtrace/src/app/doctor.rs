@@ -66,7 +66,7 @@ fn lockdown() -> Option<String> {
 
 pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
     let privileges = kernel::privileges();
-    let btf = Btf::from_file(btf_path).map_err(|e| kernel::btf_missing(btf_path, e));
+    let btf = kernel::open_btf(btf_path);
     let tracefs = if privileges.is_ok() {
         tracefs::find_or_mount().map_err(|e| e.to_string())
     } else {

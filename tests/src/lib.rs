@@ -16,6 +16,7 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod bpf;
 pub mod btf;
 
 /// Path of the memtrace binary: $MEMTRACE_BIN, else target/debug/memtrace.

@@ -83,7 +83,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         let families = registry::all();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
         let (_ebpf, outcomes) =
-            session::load_and_attach(&kernel, &families, &names, &Filter::default())?;
+            session::load_and_attach(&kernel, &families, &names, &Filter::default(), &|| false)?;
         hook_outcomes = outcomes;
     }
     let ok = can_trace && hook_outcomes.iter().any(|o| o.chosen.is_some());

@@ -1,5 +1,6 @@
 //! memtrace: a Linux memory tracer. `main` only parses, runs and maps errors to exit codes
-//! (2: something the user can fix; 1: a failure while tracing).
+//! (2: something the user can fix; 1: a failure while tracing; 0 after a stop by SIGINT,
+//! SIGTERM or a closed output).
 //!
 //! Layers, lowest first (each uses only the ones before it; a unit test holds the rule):
 //! `kernel` (facts about the running system) -> `engine` (hooks, selection, loader,
@@ -19,6 +20,8 @@ mod slab;
 #[cfg(test)]
 mod layers;
 
+use std::io::Write as _;
+
 use clap::Parser as _;
 
 use crate::{app::cli::Cli, error::Error};
@@ -36,10 +39,12 @@ fn main() {
         .target(env_logger::Target::Stderr)
         .init();
     if let Err(e) = app::session::run(&cli) {
-        eprintln!("memtrace: {e}");
+        // Not eprintln!: with stderr closed (`2>&1 | head`) it would panic.
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "memtrace: {e}");
         if let Error::Bpf { source, .. } = &e {
             for cause in source.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let _ = writeln!(err, "  caused by: {cause}");
             }
         }
         std::process::exit(e.exit_code());

@@ -16,6 +16,9 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod bpf;
+pub mod btf;
+
 /// Path of the memtrace binary: $MEMTRACE_BIN, else target/debug/memtrace.
 pub fn memtrace_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MEMTRACE_BIN") {

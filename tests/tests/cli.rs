@@ -3,7 +3,7 @@
 
 use std::{os::unix::process::CommandExt as _, process::Command};
 
-use memtrace_tests::{memtrace_bin, require_root, run_memtrace};
+use memtrace_tests::{btf::KernelBtf, memtrace_bin, require_root, run_memtrace};
 
 fn assert_usage_error(args: &[&str], needle: &str) {
     let (code, out, err) = run_memtrace(args);
@@ -41,8 +41,44 @@ fn help_lists_every_subcommand() {
 fn missing_btf_is_a_clear_error() {
     require_root();
     assert_usage_error(&["--btf", "/nonexistent/vmlinux", "oom"], "CONFIG_DEBUG_INFO_BTF");
-    // A file that is not BTF.
-    assert_usage_error(&["--btf", "/proc/self/status", "oom"], "not readable");
+    // A file that is not BTF, and one without an end.
+    assert_usage_error(&["--btf", "/proc/self/status", "oom"], "not usable (malformed BTF: not BTF");
+    assert_usage_error(&["--btf", "/dev/zero", "oom"], "larger than 64 MiB");
+}
+
+/// A `--btf` file that is not this kernel's BTF: exit 2 and one line naming the file
+/// and what is wrong with it, for each way a file can be wrong. The last three are the
+/// inputs that crashed the reader before it checked the type graph (stack overflow,
+/// `expect` in layout.rs, u32 overflow).
+#[test]
+fn corrupt_btf_is_a_one_line_error() {
+    require_root();
+    let btf = KernelBtf::read();
+    let cases = [
+        ("flipped", btf.flipped(), "malformed BTF"),
+        ("truncated", btf.truncated(), "out of bounds"),
+        ("big-endian", btf.big_endian(), "big-endian BTF"),
+        ("other-arch", btf.other_arch(), "another architecture"),
+        ("cyclic", btf.cyclic(), "type cycle"),
+        ("dangling", btf.dangling(), "past the last"),
+        ("overflowing", btf.overflowing(), "overflows"),
+    ];
+    let dir = std::env::temp_dir().join(format!("memtrace-badbtf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data, needle) in cases {
+        let path = dir.join(format!("{name}.btf"));
+        std::fs::write(&path, data).unwrap();
+        for cmd in ["oom", "watch"] {
+            let args = ["--btf", path.to_str().unwrap(), cmd, "--json", "--duration", "5"];
+            let (code, out, err) = run_memtrace(&args);
+            assert_eq!(code, 2, "{name} {cmd}: exit {code}, stderr {err}");
+            assert_eq!(err.lines().count(), 1, "{name} {cmd}: not one line: {err}");
+            assert!(err.contains(needle) && err.contains(path.to_str().unwrap()), "{name} {cmd}: {err}");
+            assert!(!err.contains("panicked"), "{name} {cmd}: {err}");
+            assert!(out.is_empty(), "{name} {cmd}: {out}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

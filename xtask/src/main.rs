@@ -26,7 +26,8 @@ enum Cmd {
     /// Install what a fresh machine lacks for one purpose (idempotent, quick when nothing
     /// is missing): `--for run` rust-src and bpf-linker; `dist` adds the musl target,
     /// cargo-deb and binutils; `bench` adds bpftrace; `test` (the default) all of that plus
-    /// qemu-system-x86, busybox-static, cpio, debian-archive-keyring, lintian and man-db.
+    /// qemu-system-x86, busybox-static, cpio, debian-archive-keyring, lintian, man-db and
+    /// bpftool.
     Setup(setup::Options),
     /// Build memtrace (release, target/release/memtrace).
     Build,
@@ -38,8 +39,9 @@ enum Cmd {
     },
     /// The static binary and the Debian package, in target/dist (sizes printed).
     Dist(dist::Options),
-    /// The whole suite: unit tests, the package checks (`dist --check`), host integration
-    /// tests (root, real kernel), then the integration tests again inside VMs (vm-test).
+    /// The whole suite: unit tests, the fuzz targets (bounded: `--fuzz-secs` each), the
+    /// package checks (`dist --check`), host integration tests (root, real kernel), then
+    /// the integration tests again inside VMs (vm-test).
     Test(test::Options),
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu and run the integration tests in
     /// them as root: `cargo xtask vm-test --kernel 6.12`.

@@ -66,7 +66,7 @@ fn lockdown() -> Option<String> {
 
 pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
     let privileges = kernel::privileges();
-    let btf = Btf::from_file(btf_path).map_err(|e| kernel::btf_missing(btf_path, e));
+    let btf = kernel::open_btf(btf_path);
     let tracefs = if privileges.is_ok() {
         tracefs::find_or_mount().map_err(|e| e.to_string())
     } else {
@@ -83,7 +83,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         let families = registry::all();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
         let (_ebpf, outcomes) =
-            session::load_and_attach(&kernel, &families, &names, &Filter::default())?;
+            session::load_and_attach(&kernel, &families, &names, &Filter::default(), &|| false)?;
         hook_outcomes = outcomes;
     }
     let ok = can_trace && hook_outcomes.iter().any(|o| o.chosen.is_some());

@@ -10,11 +10,10 @@ use super::{
 use crate::{
     engine::{
         args::{IntervalArgs, TraceArgs},
-        session::{self, Plan},
+        session::{self, Plan, Stop},
         sink::{JsonSink, Sink, Sinks, TextSink},
     },
     error::Error,
-    kernel::Kernel,
 };
 
 /// Summaries every 5 s unless INTERVAL says otherwise (watch, slab).
@@ -32,6 +31,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Slab(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
         Command::Shmem(c) => (&c.trace, &c.interval, None),
     };
+    // Before anything else: a SIGINT or SIGTERM from here on stops the session cleanly.
+    let stop = Stop::install()?;
     let (interval, count) = interval.resolve(default)?;
     let filter = trace.filter()?;
     let (families, traced) = registry::for_command(&cli.command)?;
@@ -57,10 +58,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         count,
         sinks: Sinks::new(sinks),
     };
-    let kernel = Kernel::open(&cli.btf)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::bpf("starting the runtime", e))?;
-    rt.block_on(session::run(kernel, plan))
+    rt.block_on(session::run(&cli.btf, plan, stop))
 }

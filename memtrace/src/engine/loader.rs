@@ -27,7 +27,7 @@ impl Global {
 /// The running kernel's BTF as aya reads it (for tp_btf, fentry and fexit loads).
 pub fn aya_btf(kernel: &Kernel) -> Result<aya::Btf, Error> {
     aya::Btf::parse_file(&kernel.btf_path, aya::Endianness::default())
-        .map_err(|e| crate::kernel::btf_missing(&kernel.btf_path, e))
+        .map_err(|e| crate::kernel::btf_unusable(&kernel.btf_path, e))
 }
 
 /// Loads the object: every global set, every sized map given its max_entries. No program
@@ -53,4 +53,25 @@ where
         .take_map(name)
         .ok_or_else(|| Error::bpf(format!("opening map {name}"), anyhow::anyhow!("not in the BPF object")))?;
     T::try_from(map).map_err(|e| Error::bpf(format!("opening map {name}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::{
+        btf::{Btf, running_kernel_btf},
+        fuzz,
+    };
+
+    /// aya parses the `--btf` file again, for the loader: on whatever memtrace's own
+    /// reader accepts, it returns (an error or its Btf) and does not panic.
+    #[test]
+    fn fuzz_aya_btf_parser_behind_the_reader() {
+        let seeds = fuzz::btf::seeds(running_kernel_btf().as_ref());
+        fuzz::run(
+            "aya_btf",
+            |rng| rng.pick(&seeds).mutate(rng),
+            |b| b.clone(),
+            |b| Btf::parse(b).is_ok() && aya::Btf::parse(b, aya::Endianness::default()).is_ok(),
+        );
+    }
 }

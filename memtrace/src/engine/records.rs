@@ -57,6 +57,10 @@ pub struct FamilyStats {
 pub struct Stats {
     pub duration_s: f64,
     pub families: BTreeMap<String, FamilyStats>,
+    /// Stopped (SIGINT, SIGTERM) during start-up, before tracing began: no family was
+    /// traced, and what was attached is detached. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_tracing: bool,
 }
 
 /// The text of an engine record (status lines on stderr).
@@ -84,6 +88,9 @@ fn ready_text(r: &Ready) -> String {
 
 fn stats_text(st: &Stats) -> String {
     let mut s = format!("memtrace: stopped after {:.1}s\n", st.duration_s);
+    if st.before_tracing {
+        s += "memtrace: stopped during start-up, before tracing began: nothing was traced\n";
+    }
     for (name, c) in &st.families {
         s += &format!(
             "memtrace: {name}: {} events, {} records sent, {} received, {} dropped (ring buffer \
@@ -122,9 +129,15 @@ mod tests {
         let st = EngineRecord::Stats(Stats {
             duration_s: 1.5,
             families: [("oom".to_string(), FamilyStats { events: 3, ..Default::default() })].into(),
+            ..Default::default()
         });
         let v = serde_json::to_value(&st).unwrap();
         assert!(v.to_string().starts_with(r#"{"type":"stats","duration_s":1.5,"families":{"oom":{"events":3,"#));
         assert!(engine_text(&v).err.contains("oom: 3 events"));
+        assert!(!v.to_string().contains("before_tracing"), "only when it is so");
+        let early = Stats { duration_s: 0.1, before_tracing: true, ..Default::default() };
+        let early = serde_json::to_value(EngineRecord::Stats(early)).unwrap();
+        assert_eq!(early.to_string(), r#"{"type":"stats","duration_s":0.1,"families":{},"before_tracing":true}"#);
+        assert!(engine_text(&early).err.contains("before tracing began"));
     }
 }

@@ -59,16 +59,22 @@ fn candidate_disabled(c: &Candidate) -> Result<(), String> {
     }
 }
 
-/// Walks the hooks of `family`: checks, then load and attach, first success wins.
+/// Walks the hooks of `family`: checks, then load and attach, first success wins. Stops
+/// walking as soon as `stop` says so (a signal during start-up): the hooks not reached get
+/// no outcome.
 pub fn attach_hooks(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     kernel: &Kernel,
     family: &str,
     hooks: &[Hook],
+    stop: &dyn Fn() -> bool,
 ) -> Vec<HookOutcome> {
     let mut outcomes = Vec::new();
     for hook in hooks.iter().filter(|h| h.needed) {
+        if stop() {
+            break;
+        }
         let mut refused = Vec::new();
         let mut chosen = None;
         for c in &hook.candidates {

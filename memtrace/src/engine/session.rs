@@ -1,12 +1,18 @@
-//! A tracing session: signals first, then load and attach, announce readiness, stream and
-//! decode the records of every ring buffer (the shared EVENTS and the traced families'
-//! own), drain every traced family's kernel maps on one collection cadence, emit
-//! summaries on the output interval, until SIGINT/SIGTERM, --duration, the interval count
-//! or a closed output; then detach and print the stats.
+//! A tracing session: signals first, then open the kernel, load and attach, announce
+//! readiness, stream and decode the records of every ring buffer (the shared EVENTS and
+//! the traced families' own), drain every traced family's kernel maps on one collection
+//! cadence, emit summaries on the output interval, until SIGINT/SIGTERM, --duration, the
+//! interval count or a closed output; then detach and print the stats.
+//!
+//! A stop is honoured at any moment: during the kernel checks and the load (blocking
+//! calls: seen as soon as they return), between two hooks' loads and attaches (the
+//! verifier can take seconds per program in a VM), and while tracing. Every stop detaches
+//! what was attached, prints the `stats` record and exits 0.
 
 use std::{
     collections::BTreeMap,
-    task::{Context, Poll},
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -48,43 +54,76 @@ pub struct Plan {
     pub sinks: Sinks,
 }
 
-/// SIGINT and SIGTERM, installed before anything is loaded: a stop at any moment is seen.
+/// Set by the first SIGINT or SIGTERM, in the signal handler itself: the blocking start-up
+/// reads it without the runtime.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// SIGINT and SIGTERM. [`Stop::install`] comes first of all (before the kernel is even
+/// opened): from then on the first signal only asks the session to stop, at the next
+/// point that looks ([`Stop::requested`]); a second one exits at once (status 128 +
+/// signal: the kernel detaches the programs as the process's descriptors close).
 pub struct Stop {
-    int: Signal,
-    term: Signal,
+    /// The runtime's view of the same signals, to wake the session loop.
+    signals: Option<(Signal, Signal)>,
 }
 
 impl Stop {
+    /// Installs the handlers. Needs no runtime.
     pub fn install() -> Result<Stop, Error> {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            let action = move || {
+                if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+                    // SAFETY: _exit is async-signal-safe.
+                    unsafe { libc::_exit(128 + sig) };
+                }
+            };
+            // SAFETY: the action only touches an atomic and calls _exit, both
+            // async-signal-safe.
+            unsafe { signal_hook_registry::register(sig, action) }
+                .map_err(|e| Error::bpf("installing the SIGINT/SIGTERM handlers", e))?;
+        }
+        Ok(Stop { signals: None })
+    }
+
+    /// Whether a stop signal has arrived.
+    pub fn requested(&self) -> bool {
+        STOP_REQUESTED.load(Ordering::SeqCst)
+    }
+
+    /// Registers the signals with the runtime (inside it), for [`Stop::wait`].
+    fn listen(&mut self) -> Result<(), Error> {
         let int = signal(SignalKind::interrupt()).map_err(|e| Error::bpf("SIGINT handler", e))?;
         let term = signal(SignalKind::terminate()).map_err(|e| Error::bpf("SIGTERM handler", e))?;
-        Ok(Stop { int, term })
+        self.signals = Some((int, term));
+        Ok(())
     }
 
-    /// Whether a stop signal has arrived (without waiting).
-    pub fn requested(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.int.poll_recv(&mut cx), Poll::Ready(_))
-            || matches!(self.term.poll_recv(&mut cx), Poll::Ready(_))
-    }
-
+    /// Until a stop signal (at once when one came before [`Stop::listen`]).
     async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+        if self.requested() {
+            return;
+        }
+        match self.signals.as_mut() {
+            Some((int, term)) => tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            },
+            None => std::future::pending().await,
         }
     }
 }
 
 /// Loads the object with every family's globals and map sizes, then attaches the hooks of
-/// the `traced` families. Returns the object and each hook's outcome.
+/// the `traced` families, until `stop` says to stop (the hooks not reached are left out).
+/// Returns the object and each hook's outcome.
 pub fn load_and_attach(
     kernel: &Kernel,
     families: &[Box<dyn Family>],
     traced: &[&str],
     filter: &Filter,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(aya::Ebpf, Vec<HookOutcome>), Error> {
-    load(kernel, families, traced, filter).map(|(ebpf, outcomes, _)| (ebpf, outcomes))
+    load(kernel, families, traced, filter, stop).map(|(ebpf, outcomes, _)| (ebpf, outcomes))
 }
 
 /// [`load_and_attach`], with the ring buffers of the session and their sizes.
@@ -93,6 +132,7 @@ fn load(
     families: &[Box<dyn Family>],
     traced: &[&str],
     filter: &Filter,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(aya::Ebpf, Vec<HookOutcome>, Vec<Planned>), Error> {
     let btf = loader::aya_btf(kernel)?;
     let mut globals = vec![Global::of("LAYOUT", &kernel.layout.layout)];
@@ -106,7 +146,7 @@ fn load(
     let mut ebpf = loader::load(&btf, &globals, &sizes)?;
     let mut outcomes = Vec::new();
     for f in families.iter().filter(|f| traced.contains(&f.name())) {
-        outcomes.extend(select::attach_hooks(&mut ebpf, &btf, kernel, f.name(), &f.hooks()));
+        outcomes.extend(select::attach_hooks(&mut ebpf, &btf, kernel, f.name(), &f.hooks(), stop));
     }
     Ok((ebpf, outcomes, rings))
 }
@@ -117,11 +157,34 @@ struct Traced {
     agent: Box<dyn Agent>,
 }
 
-pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
-    let mut stop = Stop::install()?;
+/// The session of `plan`: opens the kernel (BTF at `btf`), loads, attaches and traces
+/// until a stop; `stop` was installed before anything else.
+pub async fn run(btf: &Path, plan: Plan, mut stop: Stop) -> Result<(), Error> {
     let started = std::time::Instant::now();
+    stop.listen()?;
     let Plan { families, traced, filter, duration, interval, count, mut sinks } = plan;
-    let (mut ebpf, outcomes, planned) = load(&kernel, &families, &traced, &filter)?;
+    let kernel = Kernel::open(btf)?;
+    // Stopped before anything was loaded, or while the programs loaded and attached: what
+    // was attached is detached (dropped), nothing was traced.
+    let stopped_in_startup = |mut sinks: Sinks| {
+        log::info!("stopped during start-up, after {:.2}s", started.elapsed().as_secs_f64());
+        sinks.engine(&EngineRecord::Stats(Stats {
+            duration_s: started.elapsed().as_secs_f64(),
+            families: BTreeMap::new(),
+            before_tracing: true,
+        }));
+        sinks.finish();
+        Ok(())
+    };
+    if stop.requested() {
+        return stopped_in_startup(sinks);
+    }
+    let (mut ebpf, outcomes, planned) =
+        load(&kernel, &families, &traced, &filter, &|| stop.requested())?;
+    if stop.requested() {
+        drop(ebpf);
+        return stopped_in_startup(sinks);
+    }
     let attached: Vec<_> = outcomes.iter().filter_map(|o| o.chosen.clone()).collect();
     if attached.is_empty() {
         let why: Vec<String> = outcomes
@@ -164,9 +227,8 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     let mut collect = tokio::time::interval_at(now + COLLECT, COLLECT);
     let mut ticks = 0u64;
     let mut end = End::default();
-    let stopped_early = stop.requested();
 
-    while !stopped_early && sinks.broken.is_none() {
+    while !stop.requested() && sinks.broken.is_none() {
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -201,6 +263,8 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
                 for a in &mut agents {
                     a.agent.tick(&mut Out::new(a.name, &mut sinks));
                 }
+                // A reader that left stops the session even when nothing is written.
+                sinks.check();
             }
             ready = readable(&mut rings) => {
                 ready.map_err(|e| Error::bpf("polling the ring buffers", e))?;
@@ -220,6 +284,7 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
     sinks.engine(&EngineRecord::Stats(Stats {
         duration_s: started.elapsed().as_secs_f64(),
         families: counts,
+        before_tracing: false,
     }));
     sinks.finish();
     Ok(())

@@ -55,6 +55,28 @@ pub trait Sink {
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// An error when the output is gone although nothing was written (the reader of a
+    /// pipe left: `memtrace watch --json | head -1`). Asked every housekeeping tick.
+    fn check(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Err when stdout is a pipe or socket whose reader is gone (poll reports POLLERR or
+/// POLLHUP for the writing end then); a terminal, a file or /dev/null never is.
+pub fn stdout_gone() -> io::Result<()> {
+    gone(libc::STDOUT_FILENO)
+}
+
+fn gone(fd: libc::c_int) -> io::Result<()> {
+    let mut fd = libc::pollfd { fd, events: 0, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    if n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+        return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout was closed by its reader"));
+    }
+    Ok(())
 }
 
 /// Every sink of a session. A write error (a closed pipe) marks the session to stop.
@@ -98,6 +120,16 @@ impl Sinks {
         }
     }
 
+    /// Whether every output is still there ([`Sink::check`]); marks the session to stop
+    /// when one is gone.
+    pub fn check(&mut self) {
+        for i in 0..self.list.len() {
+            if let Err(e) = self.list[i].check() {
+                self.fail(e);
+            }
+        }
+    }
+
     fn fail(&mut self, e: io::Error) {
         if self.broken.is_none() {
             if e.kind() != io::ErrorKind::BrokenPipe {
@@ -128,24 +160,49 @@ impl<'a> Out<'a> {
 /// One JSON object per line, flushed as written (`jq` and files see each at once).
 pub struct JsonSink {
     out: Box<dyn Write>,
+    /// Writes to stdout (whose reader may leave).
+    stdout: bool,
+    /// A write failed (or stdout was closed): the session is stopping, and the final
+    /// `stats` record goes to stderr instead, the one output left.
+    failed: bool,
 }
 
 impl JsonSink {
     pub fn stdout() -> JsonSink {
-        JsonSink { out: Box::new(io::stdout()) }
+        JsonSink { out: Box::new(io::stdout()), stdout: true, failed: false }
     }
 
     /// Into a new file at `path` (truncated when it exists).
     pub fn file(path: &std::path::Path) -> io::Result<JsonSink> {
-        Ok(JsonSink { out: Box::new(io::BufWriter::new(std::fs::File::create(path)?)) })
+        let out = Box::new(io::BufWriter::new(std::fs::File::create(path)?));
+        Ok(JsonSink { out, stdout: false, failed: false })
+    }
+
+    fn write(out: &mut dyn Write, rec: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, rec).map_err(io::Error::from)?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 }
 
 impl Sink for JsonSink {
-    fn record(&mut self, _family: Option<&str>, rec: &Value) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, rec).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+    fn record(&mut self, family: Option<&str>, rec: &Value) -> io::Result<()> {
+        if self.failed {
+            if family.is_none() && rec["type"] == "stats" {
+                return Self::write(&mut io::stderr().lock(), rec);
+            }
+            return Ok(());
+        }
+        let r = Self::write(&mut self.out, rec);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        if self.stdout && !self.failed {
+            stdout_gone().inspect_err(|_| self.failed = true)?;
+        }
+        Ok(())
     }
 }
 
@@ -195,6 +252,11 @@ impl Sink for TextSink {
         self.print(&text)
     }
 
+    /// Stdout gone: the session stops (its status lines, the stats, still go to stderr).
+    fn check(&mut self) -> io::Result<()> {
+        if self.quiet { Ok(()) } else { stdout_gone() }
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         let mut all = Text::default();
         let mut names: Vec<&String> = self.views.keys().collect();
@@ -238,6 +300,39 @@ mod tests {
         kind: &'static str,
         b: u32,
         a: u32,
+    }
+
+    /// A pipe whose reader left is seen without writing; then only the stats record is
+    /// still written (to stderr).
+    #[test]
+    fn a_closed_pipe_is_seen_and_the_json_sink_keeps_only_the_stats() {
+        let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        assert!(gone(fds[1]).is_ok(), "the reader is there");
+        // SAFETY: closing the pipe's ends we own.
+        unsafe { libc::close(fds[0]) };
+        assert_eq!(gone(fds[1]).map_err(|e| e.kind()), Err(io::ErrorKind::BrokenPipe));
+        // SAFETY: as above.
+        unsafe { libc::close(fds[1]) };
+
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = JsonSink { out: Box::new(Closed), stdout: true, failed: false };
+        let rec = serde_json::json!({"type": "oom_kill"});
+        assert!(sink.record(Some("oom"), &rec).is_err());
+        assert!(sink.failed);
+        assert!(sink.record(Some("oom"), &rec).is_ok(), "nothing more is tried");
+        assert!(sink.check().is_ok());
+        let stats = serde_json::json!({"type": "stats", "duration_s": 0.0, "families": {}});
+        assert!(sink.record(None, &stats).is_ok(), "the stats went to stderr");
     }
 
     #[test]

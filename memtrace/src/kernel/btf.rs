@@ -1,9 +1,23 @@
 //! A small reader for the kernel's BTF (/sys/kernel/btf/vmlinux): enough to find struct
 //! member offsets (through anonymous structs and unions), sizes, enum values and the
 //! prototypes of BTF tracepoints. The format is documented in the kernel's
-//! Documentation/bpf/btf.rst.
+//! Documentation/bpf/btf.rst; [`super::btf_read`] reads and checks it.
+//!
+//! Every query is bounded: walks stop after [`MAX_DEPTH`] steps and offsets and sizes are
+//! checked arithmetic (None past u32), so even a type graph the reader did not check could
+//! not make a query loop, overflow or panic.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    path::Path,
+};
+
+use super::btf_read::MAX_DEPTH;
+
+/// No kernel's BTF comes near this (a 6.x vmlinux has about 6 MiB); a `--btf` that does
+/// (/dev/zero, say) is not read to the end.
+const MAX_FILE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -16,8 +30,6 @@ pub enum BtfError {
     #[error("malformed BTF: {0}")]
     Malformed(String),
 }
-
-const MAGIC: u16 = 0xeb9f;
 
 /// BTF kinds (`BTF_KIND_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,58 +78,10 @@ pub struct Type {
     pub params: Vec<(String, u32)>,
 }
 
-pub struct Btf {
-    types: Vec<Type>,
-    by_name: HashMap<String, Vec<u32>>,
-}
-
-fn u16_at(b: &[u8], off: usize) -> Result<u16, BtfError> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| BtfError::Malformed(format!("truncated at byte {off}")))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| BtfError::Malformed(format!("truncated at byte {off}")))
-}
-
-impl Btf {
-    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&data)
-    }
-
-    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
-        if u16_at(data, 0)? != MAGIC {
-            return Err(BtfError::Malformed("bad magic (big-endian or not BTF)".into()));
-        }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let types_at = hdr_len + type_off;
-        let strs_at = hdr_len + str_off;
-        let strings = data
-            .get(strs_at..strs_at + str_len)
-            .ok_or_else(|| BtfError::Malformed("string section out of bounds".into()))?;
-        let tsec = data
-            .get(types_at..types_at + type_len)
-            .ok_or_else(|| BtfError::Malformed("type section out of bounds".into()))?;
-        let name = |off: u32| -> Result<String, BtfError> {
-            let s = strings
-                .get(off as usize..)
-                .ok_or_else(|| BtfError::Malformed(format!("string offset {off} out of bounds")))?;
-            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            Ok(String::from_utf8_lossy(&s[..end]).into_owned())
-        };
-
-        let mut types = vec![Type {
+impl Type {
+    /// Type 0, and the start of every type the reader builds.
+    pub fn void() -> Type {
+        Type {
             name: String::new(),
             kind: Kind::Void,
             size_or_type: 0,
@@ -125,91 +89,34 @@ impl Btf {
             values: vec![],
             array: None,
             params: vec![],
-        }];
-        let mut p = 0usize;
-        while p < tsec.len() {
-            let name_off = u32_at(tsec, p)?;
-            let info = u32_at(tsec, p + 4)?;
-            let size_or_type = u32_at(tsec, p + 8)?;
-            p += 12;
-            let vlen = (info & 0xffff) as usize;
-            let kflag = info >> 31 == 1;
-            let kind = match (info >> 24) & 0x1f {
-                1 => Kind::Int,
-                2 => Kind::Ptr,
-                3 => Kind::Array,
-                4 => Kind::Struct,
-                5 => Kind::Union,
-                6 => Kind::Enum,
-                7 => Kind::Fwd,
-                8 => Kind::Typedef,
-                9 => Kind::Volatile,
-                10 => Kind::Const,
-                11 => Kind::Restrict,
-                12 => Kind::Func,
-                13 => Kind::FuncProto,
-                14 => Kind::Var,
-                15 => Kind::Datasec,
-                16 => Kind::Float,
-                17 => Kind::DeclTag,
-                18 => Kind::TypeTag,
-                19 => Kind::Enum64,
-                k => return Err(BtfError::Malformed(format!("unknown kind {k}"))),
-            };
-            let mut t = Type {
-                name: name(name_off)?,
-                kind,
-                size_or_type,
-                members: vec![],
-                values: vec![],
-                array: None,
-                params: vec![],
-            };
-            match kind {
-                Kind::Int | Kind::Var | Kind::DeclTag => p += 4,
-                Kind::Array => {
-                    t.array = Some((u32_at(tsec, p)?, u32_at(tsec, p + 8)?));
-                    p += 12;
-                }
-                Kind::Struct | Kind::Union => {
-                    for i in 0..vlen {
-                        let q = p + i * 12;
-                        let off = u32_at(tsec, q + 8)?;
-                        t.members.push(Member {
-                            name: name(u32_at(tsec, q)?)?,
-                            type_id: u32_at(tsec, q + 4)?,
-                            bit_offset: if kflag { off & 0xff_ffff } else { off },
-                        });
-                    }
-                    p += vlen * 12;
-                }
-                Kind::Enum => {
-                    for i in 0..vlen {
-                        let q = p + i * 8;
-                        t.values.push((name(u32_at(tsec, q)?)?, u32_at(tsec, q + 4)? as i32 as i64));
-                    }
-                    p += vlen * 8;
-                }
-                Kind::Enum64 => {
-                    for i in 0..vlen {
-                        let q = p + i * 12;
-                        let v = u32_at(tsec, q + 4)? as u64 | (u32_at(tsec, q + 8)? as u64) << 32;
-                        t.values.push((name(u32_at(tsec, q)?)?, v as i64));
-                    }
-                    p += vlen * 12;
-                }
-                Kind::FuncProto => {
-                    for i in 0..vlen {
-                        let q = p + i * 8;
-                        t.params.push((name(u32_at(tsec, q)?)?, u32_at(tsec, q + 4)?));
-                    }
-                    p += vlen * 8;
-                }
-                Kind::Datasec => p += vlen * 12,
-                _ => {}
-            }
-            types.push(t);
         }
+    }
+}
+
+pub struct Btf {
+    types: Vec<Type>,
+    by_name: HashMap<String, Vec<u32>>,
+}
+
+impl Btf {
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let read = |source| BtfError::Read { path: path.display().to_string(), source };
+        let mut data = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut data))
+            .map_err(read)?;
+        if data.len() as u64 > MAX_FILE {
+            return Err(BtfError::Malformed(format!(
+                "larger than {} MiB, far more than any kernel's BTF",
+                MAX_FILE >> 20
+            )));
+        }
+        Self::parse(&data)
+    }
+
+    /// Parses and checks a BTF blob (see [`super::btf_read`]): an error, never a panic.
+    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+        let types = super::btf_read::read(data)?;
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
         for (id, t) in types.iter().enumerate() {
             if !t.name.is_empty() {
@@ -235,12 +142,12 @@ impl Btf {
             .get(name)?
             .iter()
             .copied()
-            .find(|&id| self.types[id as usize].kind == kind)
+            .find(|&id| self.get(id).is_some_and(|t| t.kind == kind))
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
     pub fn resolve(&self, mut id: u32) -> u32 {
-        for _ in 0..32 {
+        for _ in 0..MAX_DEPTH {
             match self.get(id) {
                 Some(t)
                     if matches!(
@@ -256,10 +163,17 @@ impl Btf {
         id
     }
 
-    /// Size in bytes of a type (after resolving typedefs).
+    /// Size in bytes of a type (after resolving typedefs); None when it has none or it
+    /// does not fit in u32.
     pub fn size_of(&self, id: u32) -> Option<u32> {
-        let id = self.resolve(id);
-        let t = self.get(id)?;
+        self.size_at(id, 0)
+    }
+
+    fn size_at(&self, id: u32, depth: usize) -> Option<u32> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let t = self.get(self.resolve(id))?;
         match t.kind {
             Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Float => {
                 Some(t.size_or_type)
@@ -267,7 +181,7 @@ impl Btf {
             Kind::Ptr => Some(8),
             Kind::Array => {
                 let (elem, n) = t.array?;
-                Some(self.size_of(elem)? * n)
+                self.size_at(elem, depth + 1)?.checked_mul(n)
             }
             _ => None,
         }
@@ -276,6 +190,13 @@ impl Btf {
     /// Finds `member` in the struct/union `id`, descending into anonymous members.
     /// Returns (byte offset, member type id).
     pub fn member_in(&self, id: u32, member: &str) -> Option<(u32, u32)> {
+        self.member_at(id, member, 0)
+    }
+
+    fn member_at(&self, id: u32, member: &str, depth: usize) -> Option<(u32, u32)> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         let t = self.get(self.resolve(id))?;
         if !matches!(t.kind, Kind::Struct | Kind::Union) {
             return None;
@@ -287,8 +208,8 @@ impl Btf {
         }
         for m in &t.members {
             if m.name.is_empty() {
-                if let Some((off, ty)) = self.member_in(m.type_id, member) {
-                    return Some((m.bit_offset / 8 + off, ty));
+                if let Some((off, ty)) = self.member_at(m.type_id, member, depth + 1) {
+                    return Some(((m.bit_offset / 8).checked_add(off)?, ty));
                 }
             }
         }
@@ -300,10 +221,10 @@ impl Btf {
         let mut id = self
             .find(name, Kind::Struct)
             .or_else(|| self.find(name, Kind::Union))?;
-        let mut total = 0;
+        let mut total = 0u32;
         for part in path.split('.') {
             let (off, ty) = self.member_in(id, part)?;
-            total += off;
+            total = total.checked_add(off)?;
             id = ty;
         }
         Some((total, id))
@@ -319,18 +240,21 @@ impl Btf {
 
     /// A printable name for a type: "struct task_struct *", "int", ...
     pub fn type_name(&self, id: u32) -> String {
-        let Some(t) = self.get(id) else { return "?".into() };
+        self.name_at(id, 0)
+    }
+
+    fn name_at(&self, id: u32, depth: usize) -> String {
+        let Some(t) = self.get(id).filter(|_| depth <= MAX_DEPTH) else { return "?".into() };
+        let inner = |id| self.name_at(id, depth + 1);
         match t.kind {
             Kind::Void => "void".into(),
-            Kind::Ptr => format!("{} *", self.type_name(t.size_or_type)),
+            Kind::Ptr => format!("{} *", inner(t.size_or_type)),
             Kind::Struct => format!("struct {}", t.name),
             Kind::Union => format!("union {}", t.name),
             Kind::Enum | Kind::Enum64 => format!("enum {}", t.name),
-            Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
-                self.type_name(t.size_or_type)
-            }
+            Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => inner(t.size_or_type),
             Kind::Array => match t.array {
-                Some((e, n)) => format!("{}[{n}]", self.type_name(e)),
+                Some((e, n)) => format!("{}[{n}]", inner(e)),
                 None => "[]".into(),
             },
             _ => t.name.clone(),
@@ -397,7 +321,7 @@ mod tests {
         push(&[s("outer"), 4 << 24 | 2, 16, s("a"), 1, 0, 0, 3, 64]); // 4: outer
         push(&[s("E"), 6 << 24 | 2, 4, s("X"), 3, s("Y"), 7]); // 5: enum E
         let mut out = Vec::new();
-        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&crate::kernel::btf_read::MAGIC.to_le_bytes());
         out.extend_from_slice(&[1, 0]);
         for v in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
             out.extend_from_slice(&v.to_le_bytes());

@@ -166,17 +166,25 @@ fn lex(s: &str) -> Option<Vec<Tok>> {
 }
 
 /// Evaluates an integer C expression of literals, casts, `| & ^ ~ << >> + - *` and
-/// parentheses (what the kernel's format files print for flag values).
+/// parentheses (what the kernel's format files print for flag values). None when it is
+/// anything else, or nested deeper than [`MAX_NESTING`].
 pub fn eval(s: &str) -> Option<u64> {
     let toks = lex(s)?;
-    let mut p = Parser { t: &toks, i: 0 };
+    let mut p = Parser { t: &toks, i: 0, depth: 0 };
     let v = p.binary(0)?;
     (p.i == toks.len()).then_some(v)
 }
 
+/// Parentheses, casts and unary operators nested deeper than this are refused (the
+/// kernel's deepest flag expressions nest about 10 deep); the parser recurses once per
+/// level, so this bounds its stack.
+const MAX_NESTING: usize = 64;
+
 struct Parser<'a> {
     t: &'a [Tok],
     i: usize,
+    /// Current nesting of unary operators, casts and parentheses.
+    depth: usize,
 }
 
 const LEVELS: [&[&str]; 6] = [&["|"], &["^"], &["&"], &["<<", ">>"], &["+", "-"], &["*"]];
@@ -202,8 +210,8 @@ impl Parser<'_> {
                 "|" => v | r,
                 "^" => v ^ r,
                 "&" => v & r,
-                "<<" => v.checked_shl(r as u32)?,
-                ">>" => v.checked_shr(r as u32)?,
+                "<<" => v.checked_shl(u32::try_from(r).ok()?)?,
+                ">>" => v.checked_shr(u32::try_from(r).ok()?)?,
                 "+" => v.wrapping_add(r),
                 "-" => v.wrapping_sub(r),
                 _ => v.wrapping_mul(r),
@@ -232,6 +240,16 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Option<u64> {
+        if self.depth >= MAX_NESTING {
+            return None;
+        }
+        self.depth += 1;
+        let v = self.unary_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn unary_inner(&mut self) -> Option<u64> {
         if let Some(n) = self.cast_len() {
             self.i += n;
             return self.unary();

@@ -73,31 +73,27 @@ pub fn resolve(btf: &Btf) -> Resolved {
     // mm->rss_stat: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` since 6.2,
     // `struct mm_rss_stat { atomic_long_t count[NR_MM_COUNTERS]; }` before.
     match btf.offset_of("mm_struct", "rss_stat") {
-        Some((off, ty)) => {
-            let t = btf.get(btf.resolve(ty)).expect("resolved type exists");
-            match (t.kind, t.array) {
-                (Kind::Array, Some((elem, _))) => {
-                    l.mm_rss_stat = off;
-                    l.mm_rss_stride = btf.size_of(elem).unwrap_or(ABSENT);
-                    l.mm_rss_count = btf
-                        .member_in(elem, "count")
-                        .map(|(o, _)| o)
-                        .unwrap_or_else(|| {
-                            r.missing.push("struct percpu_counter: no member count".into());
-                            ABSENT
-                        });
-                }
-                (Kind::Struct, _) => match btf.member_in(btf.resolve(ty), "count") {
-                    Some((count_off, _)) => {
-                        l.mm_rss_stat = off + count_off;
+        Some((off, ty)) => match btf.get(btf.resolve(ty)).map(|t| (t.kind, t.array)) {
+            Some((Kind::Array, Some((elem, _)))) => {
+                l.mm_rss_stat = off;
+                l.mm_rss_stride = btf.size_of(elem).unwrap_or(ABSENT);
+                l.mm_rss_count = btf.member_in(elem, "count").map(|(o, _)| o).unwrap_or_else(|| {
+                    r.missing.push("struct percpu_counter: no member count".into());
+                    ABSENT
+                });
+            }
+            Some((Kind::Struct, _)) => {
+                match btf.member_in(btf.resolve(ty), "count").and_then(|(c, _)| off.checked_add(c)) {
+                    Some(at) => {
+                        l.mm_rss_stat = at;
                         l.mm_rss_stride = 8;
                         l.mm_rss_count = 0;
                     }
                     None => r.missing.push("struct mm_rss_stat: no member count".into()),
-                },
-                _ => r.missing.push("mm_struct.rss_stat has an unknown type".into()),
+                }
             }
-        }
+            _ => r.missing.push("mm_struct.rss_stat has an unknown type".into()),
+        },
         None => r.missing.push("struct mm_struct: no member rss_stat".into()),
     }
     l.mm_pgtables_bytes = r.off("mm_struct", &["pgtables_bytes"]);
@@ -167,14 +163,42 @@ pub fn resolve(btf: &Btf) -> Resolved {
         l.pt_regs_syscall_nr = member("pt_regs", "syscallno");
         let regs = member("pt_regs", "regs");
         if regs != ABSENT {
-            for (i, a) in l.pt_regs_args.iter_mut().enumerate() {
-                *a = regs + 8 * i as u32;
+            for (i, a) in (0u32..).zip(l.pt_regs_args.iter_mut()) {
+                *a = regs.checked_add(8 * i).unwrap_or(ABSENT);
             }
         }
     }
     l.valid = 1;
     let shmem_missing = resolve_shmem(btf, &mut l);
     Resolved { layout: l, missing: r.missing, optional_missing: r.optional_missing, shmem_missing }
+}
+
+/// The member of `struct pt_regs` (the saved registers) that only this build's
+/// architecture has: a BTF without it describes a kernel of another architecture.
+#[cfg(target_arch = "x86_64")]
+const ARCH_REG: (&str, &str) = ("x86_64", "orig_ax");
+#[cfg(target_arch = "aarch64")]
+const ARCH_REG: (&str, &str) = ("aarch64", "syscallno");
+
+/// Whether this BTF describes a kernel of this build's architecture (the byte order is
+/// the reader's check); Err says why not.
+pub fn check_arch(btf: &Btf) -> Result<(), String> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let (arch, reg) = ARCH_REG;
+        if btf.find("pt_regs", Kind::Struct).is_none() {
+            return Err("it has no struct pt_regs, so it is not a kernel's (vmlinux) BTF".into());
+        }
+        if btf.offset_of("pt_regs", reg).is_none() {
+            return Err(format!(
+                "its struct pt_regs has no {reg}: it describes a kernel of another architecture, \
+                 not this {arch} one"
+            ));
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = btf;
+    Ok(())
 }
 
 /// The value of `enumerator` in `enum name`.

@@ -6,8 +6,11 @@
 //! and the small helpers every family shares (clocks, page size, C strings).
 
 pub mod btf;
+mod btf_read;
 pub mod cgroup;
 pub mod checks;
+#[cfg(test)]
+pub mod fuzz;
 pub mod gfp;
 pub mod kallsyms;
 pub mod layout;
@@ -85,11 +88,31 @@ pub fn btf_missing(path: &Path, why: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// A BTF file that was read but is not this kernel's BTF (corrupt, truncated, another
+/// architecture's): one line, exit 2.
+pub fn btf_unusable(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Environment(format!(
+        "kernel BTF at {} is not usable ({why}): pass --btf PATH to the running kernel's own \
+         BTF (/sys/kernel/btf/vmlinux on kernels built with CONFIG_DEBUG_INFO_BTF=y)",
+        path.display()
+    ))
+}
+
+/// Reads the BTF at `path` and checks it describes a kernel of this architecture.
+pub fn open_btf(path: &Path) -> Result<Btf, Error> {
+    let btf = Btf::from_file(path).map_err(|e| match e {
+        btf::BtfError::Read { .. } => btf_missing(path, e),
+        btf::BtfError::Malformed(_) => btf_unusable(path, e),
+    })?;
+    layout::check_arch(&btf).map_err(|why| btf_unusable(path, why))?;
+    Ok(btf)
+}
+
 impl Kernel {
     /// Checks privileges, loads BTF, finds or mounts tracefs.
     pub fn open(btf_path: &Path) -> Result<Kernel, Error> {
         privileges().map_err(Error::Environment)?;
-        let btf = Btf::from_file(btf_path).map_err(|e| btf_missing(btf_path, e))?;
+        let btf = open_btf(btf_path)?;
         let tracefs = tracefs::find_or_mount().map_err(|e| Error::Environment(e.to_string()))?;
         let layout = layout::resolve(&btf);
         Ok(Kernel {

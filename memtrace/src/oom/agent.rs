@@ -353,11 +353,11 @@ impl Agent for OomAgent {
     fn record(&mut self, kind: u32, bytes: &[u8], out: &mut Out) -> bool {
         match kind {
             KIND_KILL => match decode::<OomKillEvent>(bytes) {
-                Some(ev) => self.on_kill(&ev),
+                Some(ev) => self.on_kill(&model::sane_kill(ev)),
                 None => return false,
             },
             KIND_CANDIDATE => match decode::<OomCandidateEvent>(bytes) {
-                Some(ev) => self.on_candidate(&ev),
+                Some(ev) => self.on_candidate(&model::sane_candidate(ev)),
                 None => return false,
             },
             KIND_REAPER => match decode::<OomReaperEvent>(bytes) {

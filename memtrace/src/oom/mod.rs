@@ -8,6 +8,8 @@ mod args;
 mod config;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod fuzz;
 mod hooks;
 mod model;
 mod report;

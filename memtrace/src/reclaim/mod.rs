@@ -10,6 +10,8 @@ mod agent;
 mod args;
 mod config;
 mod context;
+#[cfg(test)]
+mod fuzz;
 mod hooks;
 mod model;
 mod records;

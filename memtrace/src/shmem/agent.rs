@@ -446,20 +446,23 @@ impl ShmemAgent {
     }
 }
 
+/// A task record: the cgroup path BPF read, learned for its id. False when it does not
+/// decode.
+pub(super) fn task_record(cgroups: &mut cgroup::Names, bytes: &[u8]) -> bool {
+    let Some(ev) = decode::<ShmemTaskEvent>(bytes) else { return false };
+    if let Some(path) = cgroup::render(&ev.cgroup) {
+        // The path read in BPF belongs to the id when they agree (the classic memcg
+        // tracepoint reads the path of the current task's memcg).
+        if ev.cgroup.id == ev.cgroup_id || ev.cgroup_id == 0 {
+            cgroups.learn(ev.cgroup.id, &path);
+        }
+    }
+    true
+}
+
 impl Agent for ShmemAgent {
     fn record(&mut self, kind: u32, bytes: &[u8], _out: &mut Out) -> bool {
-        if kind != KIND_TASK {
-            return false;
-        }
-        let Some(ev) = decode::<ShmemTaskEvent>(bytes) else { return false };
-        if let Some(path) = cgroup::render(&ev.cgroup) {
-            // The path read in BPF belongs to the id when they agree (the classic memcg
-            // tracepoint reads the path of the current task's memcg).
-            if ev.cgroup.id == ev.cgroup_id || ev.cgroup_id == 0 {
-                self.cgroups.learn(ev.cgroup.id, &path);
-            }
-        }
-        true
+        kind == KIND_TASK && task_record(&mut self.cgroups, bytes)
     }
 
     /// Reads the maps with the system's numbers (new mounts first: their `df` before the

@@ -5,6 +5,8 @@
 mod agent;
 mod args;
 mod config;
+#[cfg(test)]
+mod fuzz;
 mod hooks;
 mod model;
 mod mounts;

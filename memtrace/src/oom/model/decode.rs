@@ -23,6 +23,63 @@ use crate::{
     },
 };
 
+/// Page counts beyond this (4 PiB of 4 KiB pages) are no kernel's: a record carrying one
+/// was corrupted, and its counters are clamped here so that no sum or product of them
+/// overflows (the records come from BPF, but a decoder must not panic on any bytes).
+const MAX_PAGES: i64 = 1 << 40;
+/// Bytes and scores: the same bound in bytes, with room (PAGE_COUNTER_MAX, the memcg
+/// "unlimited", is 2^51 pages and stays as it is).
+const MAX_BIG: i64 = 1 << 52;
+
+fn pages(v: i64) -> i64 {
+    v.clamp(-MAX_PAGES, MAX_PAGES)
+}
+
+fn upages(v: u64) -> u64 {
+    v.min(MAX_PAGES as u64)
+}
+
+fn big(v: i64) -> i64 {
+    v.clamp(-MAX_BIG, MAX_BIG)
+}
+
+fn adj(v: i32) -> i32 {
+    v.clamp(-1000, 1000)
+}
+
+/// A kill record with every counter within what a kernel can report.
+pub fn sane_kill(mut ev: OomKillEvent) -> OomKillEvent {
+    for v in [&mut ev.rss_anon, &mut ev.rss_file, &mut ev.rss_shmem, &mut ev.swap_ents] {
+        *v = pages(*v);
+    }
+    ev.pgtables_bytes = big(ev.pgtables_bytes);
+    ev.chosen_points = big(ev.chosen_points);
+    ev.victim_oom_score_adj = adj(ev.victim_oom_score_adj);
+    // -1: sysrq; MAX_PAGE_ORDER is 10 or so.
+    ev.order = ev.order.clamp(-1, 40);
+    ev.total_vm_pages = upages(ev.total_vm_pages);
+    ev.totalpages = upages(ev.totalpages);
+    ev.memcg_usage = ev.memcg_usage.min(MAX_BIG as u64);
+    ev.memcg_max = ev.memcg_max.min(MAX_BIG as u64);
+    let r = &mut ev.retry;
+    for v in [&mut r.rrz_reclaimable, &mut r.rrz_available, &mut r.rrz_min_wmark] {
+        *v = upages(*v);
+    }
+    ev
+}
+
+/// A candidate record with every counter within what a kernel can report.
+pub fn sane_candidate(mut ev: OomCandidateEvent) -> OomCandidateEvent {
+    for v in [&mut ev.rss_anon, &mut ev.rss_file, &mut ev.rss_shmem, &mut ev.swap_ents] {
+        *v = pages(*v);
+    }
+    ev.pgtables_bytes = big(ev.pgtables_bytes);
+    ev.points = big(ev.points);
+    ev.oom_score_adj = adj(ev.oom_score_adj);
+    ev.totalpages = upages(ev.totalpages);
+    ev
+}
+
 /// A candidate record as received (its cgroup named later).
 pub fn candidate(ev: &OomCandidateEvent, env: &Env) -> Candidate {
     let p = env.page_kib;

@@ -11,7 +11,7 @@ mod score;
 use memtrace_common::oom::{OOM_METHOD_WALK, OomKillEvent};
 
 pub use self::{
-    decode::{candidate, from_event},
+    decode::{candidate, from_event, sane_candidate, sane_kill},
     reaper::{Track, reaper_summary},
 };
 use self::{

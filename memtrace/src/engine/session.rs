@@ -13,6 +13,7 @@ use std::{
     collections::BTreeMap,
     path::Path,
     sync::atomic::{AtomicBool, Ordering},
+    task::{Context, Poll},
     time::Duration,
 };
 

@@ -8,7 +8,8 @@
 //! | dist    | run's, the x86_64-unknown-linux-musl target, cargo-deb (pinned), binutils |
 //! | bench   | run's, bpftrace (the slab benchmark's baseline)                         |
 //! | test    | all of the above, qemu-system-x86, busybox-static, cpio and the Debian  |
-//! |         | archive keyring (VM tests), lintian and man-db (package checks)         |
+//! |         | archive keyring (VM tests), lintian and man-db (package checks),        |
+//! |         | prometheus (the server and promtool), zstd and jq (always-on tests)     |
 //!
 //! Each xtask command asks for its purpose (run and build: run; dist; bench; test and
 //! vm-test: test); a bare `cargo xtask setup` is `--for test`. Quick when nothing is
@@ -83,6 +84,12 @@ pub fn needs(purpose: Purpose) -> Needs {
                 // Package checks: `lintian` on the .deb, `man -l` on every page.
                 "lintian",
                 "man-db",
+                // Always-on tests: a real Prometheus server scraping memtrace, promtool
+                // (check metrics/rules, tsdb create-blocks-from), and `zstdcat | jq` on a
+                // recording.
+                "prometheus",
+                "zstd",
+                "jq",
             ]);
         }
     }
@@ -280,8 +287,8 @@ mod tests {
     use super::*;
 
     /// What the issue forbids on a traced host: none of it for `cargo xtask run`.
-    const TEST_ONLY: [&str; 5] =
-        ["qemu-system-x86", "busybox-static", "cpio", "bpftrace", "lintian"];
+    const TEST_ONLY: [&str; 6] =
+        ["qemu-system-x86", "busybox-static", "cpio", "bpftrace", "lintian", "prometheus"];
 
     #[test]
     fn run_installs_only_what_building_needs() {

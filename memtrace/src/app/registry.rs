@@ -23,7 +23,7 @@ pub fn for_command(
     let mut sl = slab::Options::default();
     let mut sh = shmem::Options::default();
     let traced = match cmd {
-        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) | Command::Generate(_) => {
+        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) | Command::Dump(_) | Command::Generate(_) => {
             vec!["oom", "reclaim", "slab", "shmem"]
         }
         Command::Oom(c) => {
@@ -46,11 +46,9 @@ pub fn for_command(
     // TRANSITIONAL: what agents still decide from the command's interval and output.
     r.interval = interval;
     r.count = count;
-    sl.json = match cmd {
-        Command::Watch(c) => c.trace.json,
-        Command::Slab(c) => c.trace.json,
-        _ => false,
-    };
+    // The slab family prints its text itself unless an output wants its records (then it
+    // emits them, and the text shows no slab tables).
+    sl.json = cmd.tracing().is_some_and(|(trace, out, _)| out.wants_records(trace));
     let all = vec![oom::family(o), reclaim::family(r), slab::family(sl), shmem::family(sh)];
     Ok((all, traced))
 }

@@ -174,7 +174,11 @@ pub async fn run(kernel: Kernel, plan: Plan) -> Result<(), Error> {
                     break;
                 }
             }
-            _ = collect.tick() => agents.iter_mut().for_each(|a| a.agent.collect()),
+            _ = collect.tick() => {
+                agents.iter_mut().for_each(|a| a.agent.collect());
+                kernel_counts(&stats_map, &agents, &mut counts);
+                sinks.tick(&Stats { duration_s: started.elapsed().as_secs_f64(), families: counts.clone() });
+            }
             _ = housekeeping.tick() => {
                 for a in &mut agents {
                     a.agent.tick(&mut Out::new(a.name, &mut sinks));

@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::records::EngineRecord;
+use super::records::{EngineRecord, Stats};
 
 /// Text to print now: `out` on stdout, `err` on stderr.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,6 +55,12 @@ pub trait Sink {
     /// TRANSITIONAL: text an agent rendered from its own state (only the text sink prints
     /// it). Goes away once every family's text is a view of its records.
     fn legacy_text(&mut self, _t: &Text) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Every [`super::session::COLLECT`] while tracing, with the session's counters so far
+    /// (not a record: sinks that export or flush on a clock use it).
+    fn tick(&mut self, _counters: &Stats) -> io::Result<()> {
         Ok(())
     }
 
@@ -103,6 +109,15 @@ impl Sinks {
 
     pub fn engine(&mut self, rec: &EngineRecord) {
         self.emit(None, rec);
+    }
+
+    /// See [`Sink::tick`].
+    pub fn tick(&mut self, counters: &Stats) {
+        for i in 0..self.list.len() {
+            if let Err(e) = self.list[i].tick(counters) {
+                self.fail(e);
+            }
+        }
     }
 
     pub fn finish(&mut self) {

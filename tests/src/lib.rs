@@ -6,6 +6,10 @@
 //!   inside it (never the host's global memory).
 //! - [`Stress`] runs the `mt-stress` workload binary with a distinctive comm.
 
+mod tools;
+
+pub use tools::{TempDir, free_port, http_get, rss_kib, url_encode};
+
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},

@@ -9,7 +9,8 @@
 //! | bench   | run's, bpftrace (the slab benchmark's baseline)                         |
 //! | test    | all of the above, qemu-system-x86, busybox-static, cpio and the Debian  |
 //! |         | archive keyring (VM tests), lintian and man-db (package checks), bpftool |
-//! |         | (the stop tests count memtrace's BPF programs with it)                  |
+//! |         | (the stop tests), prometheus (the server and promtool), zstd and jq      |
+//! |         | (always-on tests)                                                        |
 //!
 //! Each xtask command asks for its purpose (run and build: run; dist; bench; test and
 //! vm-test: test); a bare `cargo xtask setup` is `--for test`. Quick when nothing is
@@ -86,6 +87,12 @@ pub fn needs(purpose: Purpose) -> Needs {
                 "man-db",
                 // The stop tests: `bpftool prog` lists the BPF programs left loaded.
                 "bpftool",
+                // Always-on tests: a real Prometheus server scraping memtrace, promtool
+                // (check metrics/rules, tsdb create-blocks-from), and `zstdcat | jq` on a
+                // recording.
+                "prometheus",
+                "zstd",
+                "jq",
             ]);
         }
     }
@@ -283,8 +290,8 @@ mod tests {
     use super::*;
 
     /// What the issue forbids on a traced host: none of it for `cargo xtask run`.
-    const TEST_ONLY: [&str; 6] =
-        ["qemu-system-x86", "busybox-static", "cpio", "bpftrace", "lintian", "bpftool"];
+    const TEST_ONLY: [&str; 7] =
+        ["qemu-system-x86", "busybox-static", "cpio", "bpftrace", "lintian", "bpftool", "prometheus"];
 
     #[test]
     fn run_installs_only_what_building_needs() {

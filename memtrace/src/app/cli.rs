@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::{dump::DumpArgs, outputs::OutputArgs, replay::ReplayArgs};
 use crate::{
     engine::args::{IntervalArgs, TraceArgs},
     kernel::DEFAULT_BTF,
@@ -24,7 +25,11 @@ EXAMPLES:
     memtrace watch --duration 60 --json > trace.jsonl
     memtrace shmem 10                   # shmem/tmpfs: live bytes per mount, file, writer
     memtrace shmem 5 --json --top 50 | jq 'select(.type == \"shmem_mount\")'
-    memtrace doctor                     # which hooks this kernel offers, and the gaps";
+    memtrace doctor                     # which hooks this kernel offers, and the gaps
+    memtrace watch --quiet --metrics 127.0.0.1:9435 --record /var/lib/memtrace   # always on
+    memtrace replay /var/lib/memtrace oom --from 2026-11-22T02:00:00Z   # the OOM kills since 02:00
+    memtrace replay /var/lib/memtrace --from -1h --json | jq .   # the last hour's records
+    memtrace dump /var/lib/memtrace --format openmetrics > m.om   # for promtool tsdb create-blocks-from";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,29 +75,37 @@ pub enum Command {
     /// Report the kernel, BTF, tracefs, privileges, memory cgroups, and for every hook the
     /// chosen strategy or the gap and why.
     Doctor(DoctorArgs),
-    /// Print the text views (or, with --json, the records) of a file of JSON records
-    /// written by --json-file or --json.
+    /// Print the text views (or, with --json, the records) of a recording (--record DIR) or
+    /// a file of JSON records (--json-file, --json), as the live run printed them.
     Replay(ReplayArgs),
+    /// A recording as data: its records as JSON lines, or its metrics over time as
+    /// OpenMetrics text with timestamps (for `promtool tsdb create-blocks-from openmetrics`).
+    Dump(DumpArgs),
     /// Man pages and shell completions from this command line (for packaging).
     #[command(hide = true)]
     Generate(super::generate::GenerateArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// A file of JSON lines, one record each.
-    #[arg(value_name = "PATH")]
-    pub path: PathBuf,
-
-    /// Print the records as JSON lines instead of text.
-    #[arg(long)]
-    pub json: bool,
+impl Command {
+    /// A tracing command's output options and its interval arguments (None: not tracing).
+    pub fn tracing(&self) -> Option<(&TraceArgs, &OutputArgs, Option<&IntervalArgs>)> {
+        match self {
+            Command::Watch(c) => Some((&c.trace, &c.out, Some(&c.interval))),
+            Command::Oom(c) => Some((&c.trace, &c.out, None)),
+            Command::Reclaim(c) => Some((&c.trace, &c.out, Some(&c.interval))),
+            Command::Shmem(c) => Some((&c.trace, &c.out, Some(&c.interval))),
+            Command::Slab(c) => Some((&c.trace, &c.out, Some(&c.interval))),
+            Command::Doctor(_) | Command::Replay(_) | Command::Dump(_) | Command::Generate(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct WatchCmd {
     #[command(flatten)]
     pub trace: TraceArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub interval: IntervalArgs,
 }
@@ -102,6 +115,8 @@ pub struct OomCmd {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(flatten)]
     pub args: oom::Args,
 }
 
@@ -109,6 +124,8 @@ pub struct OomCmd {
 pub struct ReclaimCmd {
     #[command(flatten)]
     pub trace: TraceArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub interval: IntervalArgs,
     #[command(flatten)]
@@ -120,6 +137,8 @@ pub struct ShmemCmd {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(flatten)]
     pub interval: IntervalArgs,
     #[command(flatten)]
     pub args: shmem::Args,
@@ -129,6 +148,8 @@ pub struct ShmemCmd {
 pub struct SlabCmd {
     #[command(flatten)]
     pub trace: TraceArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub interval: IntervalArgs,
     #[command(flatten)]
@@ -193,6 +214,31 @@ mod tests {
     }
 
     #[test]
+    fn always_on_options() {
+        let cli = parse(&["watch", "--quiet", "--metrics", "127.0.0.1:9435", "--record", "/var/lib/memtrace"]).unwrap();
+        let (trace, out, _) = cli.command.tracing().unwrap();
+        assert!(out.quiet && !trace.json);
+        assert_eq!(out.metrics.as_deref(), Some("127.0.0.1:9435"));
+        assert_eq!(out.record.as_deref(), Some(std::path::Path::new("/var/lib/memtrace")));
+        assert_eq!((out.retain, out.max_size, out.metrics_top), (Duration::from_secs(7 * 86_400), 1 << 30, 50));
+        assert_eq!(out.default_interval(), Some(Duration::from_secs(5)));
+        for cmd in ["oom", "reclaim", "slab", "shmem"] {
+            let cli = parse(&[cmd, "--record", "/r", "--retain", "12h", "--max-size", "200M"]).unwrap();
+            let (_, out, _) = cli.command.tracing().unwrap();
+            assert_eq!((out.retain, out.max_size), (Duration::from_secs(12 * 3600), 200 << 20), "{cmd}");
+        }
+        let (trace, out, _) = parse(&["oom"]).unwrap().command.tracing().map(|(t, o, i)| (t.clone(), o.clone(), i.is_some())).unwrap();
+        assert!(!trace.json && out.default_interval().is_none());
+        let Command::Replay(r) = parse(&["replay", "/r", "oom", "--from", "-2h", "--to", "2026-11-22T02:00:00Z", "--json"]).unwrap().command
+        else {
+            panic!("not replay")
+        };
+        assert_eq!((r.view.as_deref(), r.json), (Some("oom"), true));
+        assert!(r.sel.from.is_some() && r.sel.to == Some(1_795_312_800_000_000_000));
+        assert!(matches!(parse(&["dump", "/r", "--format", "openmetrics"]).unwrap().command, Command::Dump(_)));
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for bad in [
             &["oom", "--duration", "0"][..],
@@ -204,6 +250,14 @@ mod tests {
             &["oom", "-p", "abc"],
             &["oom", "-p", "99999999999"],
             &["oom", "--bogus"],
+            &["watch", "--quiet", "--json"],
+            &["watch", "--retain", "7y"],
+            &["watch", "--max-size", "10"],
+            &["watch", "--metrics-top", "0"],
+            &["replay", "/r", "everything"],
+            &["replay", "/r", "--from", "yesterday"],
+            &["dump", "/r"],
+            &["dump", "/r", "--format", "csv"],
             &["frobnicate"],
             &[],
         ] {

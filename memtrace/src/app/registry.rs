@@ -20,7 +20,7 @@ pub fn for_command(cmd: &Command) -> Result<Selection, Error> {
     let mut sl = slab::Options::default();
     let mut sh = shmem::Options::default();
     let traced = match cmd {
-        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) | Command::Generate(_) => {
+        Command::Watch(_) | Command::Doctor(_) | Command::Replay(_) | Command::Dump(_) | Command::Generate(_) => {
             vec!["oom", "reclaim", "slab", "shmem"]
         }
         Command::Oom(c) => {

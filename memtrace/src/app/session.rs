@@ -1,17 +1,14 @@
-//! Runs a tracing command: its families and options from the registry, its outputs, and
-//! the engine's session.
+//! Runs a command: a tracing command gets its families and options from the registry, its
+//! outputs, and the engine's session (with the metrics endpoint on the same runtime).
 
 use std::time::Duration;
 
-use super::{
-    cli::{Cli, Command},
-    registry,
-};
+use super::{cli::Cli, cli::Command, outputs, registry};
 use crate::{
     engine::{
-        args::{IntervalArgs, TraceArgs},
+        args::IntervalArgs,
         session::{self, Plan, Stop},
-        sink::{JsonSink, Sink, Sinks, TextSink},
+        sink::Sinks,
     },
     error::Error,
 };
@@ -20,35 +17,21 @@ use crate::{
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn run(cli: &Cli) -> Result<(), Error> {
-    let none = IntervalArgs::default();
-    let (trace, interval, default): (&TraceArgs, &IntervalArgs, Option<Duration>) = match &cli.command {
+    let default = match &cli.command {
         Command::Doctor(d) => return super::doctor::run(&cli.btf, d.json),
         Command::Replay(r) => return super::replay::run(r),
+        Command::Dump(d) => return super::dump::run(d),
         Command::Generate(g) => return super::generate::run(g),
-        Command::Watch(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
-        Command::Oom(c) => (&c.trace, &none, None),
-        Command::Reclaim(c) => (&c.trace, &c.interval, None),
-        Command::Slab(c) => (&c.trace, &c.interval, Some(DEFAULT_INTERVAL)),
-        Command::Shmem(c) => (&c.trace, &c.interval, None),
+        Command::Watch(_) | Command::Slab(_) => Some(DEFAULT_INTERVAL),
+        Command::Oom(_) | Command::Reclaim(_) | Command::Shmem(_) => None,
     };
     // Before anything else: a SIGINT or SIGTERM from here on stops the session cleanly.
     let stop = Stop::install()?;
-    let (interval, count) = interval.resolve(default)?;
+    let Some((trace, out, interval)) = cli.command.tracing() else { return Ok(()) };
+    let (interval, count) = interval.unwrap_or(&IntervalArgs::default()).resolve(default.or(out.default_interval()))?;
     let filter = trace.filter()?;
     let (families, traced) = registry::for_command(&cli.command)?;
-    let mut sinks: Vec<Box<dyn Sink>> = vec![if trace.json {
-        Box::new(JsonSink::stdout())
-    } else {
-        Box::new(TextSink::new(
-            families.iter().filter(|f| traced.contains(&f.name())).map(|f| (f.name().to_string(), f.view())),
-        ))
-    }];
-    if let Some(path) = &trace.json_file {
-        let file = JsonSink::file(path).map_err(|e| {
-            Error::Usage(format!("--json-file {}: {e}", path.display()))
-        })?;
-        sinks.push(Box::new(file));
-    }
+    let outputs::Outputs { sinks, endpoint } = outputs::outputs(trace, out, &families, &traced)?;
     let plan = Plan {
         families,
         traced,
@@ -62,5 +45,10 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::bpf("starting the runtime", e))?;
-    rt.block_on(session::run(&cli.btf, plan, stop))
+    rt.block_on(async {
+        if let Some(e) = endpoint {
+            e.spawn().map_err(|e| Error::bpf("serving --metrics", e))?;
+        }
+        session::run(&cli.btf, plan, stop).await
+    })
 }

@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     path::Path,
     sync::atomic::{AtomicBool, Ordering},
-    task::{Context, Poll},
+    task::Poll,
     time::Duration,
 };
 
@@ -259,7 +259,11 @@ pub async fn run(btf: &Path, plan: Plan, mut stop: Stop) -> Result<(), Error> {
                     break;
                 }
             }
-            _ = collect.tick() => agents.iter_mut().for_each(|a| a.agent.collect()),
+            _ = collect.tick() => {
+                agents.iter_mut().for_each(|a| a.agent.collect());
+                kernel_counts(&stats_map, &agents, &mut counts);
+                sinks.tick(&Stats { duration_s: started.elapsed().as_secs_f64(), families: counts.clone(), before_tracing: false });
+            }
             _ = housekeeping.tick() => {
                 for a in &mut agents {
                     a.agent.tick(&mut Out::new(a.name, &mut sinks));

@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::records::EngineRecord;
+use super::records::{EngineRecord, Stats};
 
 /// Text to print now: `out` on stdout, `err` on stderr.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,6 +51,12 @@ pub trait View {
 pub trait Sink {
     /// One record; `family` None for the engine's own (ready, stats).
     fn record(&mut self, family: Option<&str>, rec: &Value) -> io::Result<()>;
+
+    /// Every [`super::session::COLLECT`] while tracing, with the session's counters so far
+    /// (not a record: sinks that export or flush on a clock use it).
+    fn tick(&mut self, _counters: &Stats) -> io::Result<()> {
+        Ok(())
+    }
 
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
@@ -110,6 +116,15 @@ impl Sinks {
 
     pub fn engine(&mut self, rec: &EngineRecord) {
         self.emit(None, rec);
+    }
+
+    /// See [`Sink::tick`].
+    pub fn tick(&mut self, counters: &Stats) {
+        for i in 0..self.list.len() {
+            if let Err(e) = self.list[i].tick(counters) {
+                self.fail(e);
+            }
+        }
     }
 
     pub fn finish(&mut self) {

@@ -104,6 +104,31 @@ impl Procfs {
     pub fn sys_slab(&self) -> PathBuf {
         self.path("sys/kernel/slab")
     }
+
+    /// This boot's id (/proc/sys/kernel/random/boot_id).
+    pub fn boot_id(&self) -> Option<String> {
+        self.read("proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string())
+    }
+
+    /// The host's name (/proc/sys/kernel/hostname).
+    pub fn hostname(&self) -> Option<String> {
+        self.read("proc/sys/kernel/hostname").map(|s| s.trim().to_string())
+    }
+
+    /// Kernel memory held by this process's BPF maps: `memlock` of every map fd in
+    /// /proc/self/fdinfo, each map (`map_id`) once.
+    pub fn bpf_map_bytes(&self) -> u64 {
+        let Ok(dir) = std::fs::read_dir(self.path("proc/self/fdinfo")) else { return 0 };
+        let mut maps = BTreeMap::new();
+        for e in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+            let f = key_values(&text);
+            if let (Some(id), Some(bytes)) = (f.get("map_id"), f.get("memlock")) {
+                maps.insert(*id, *bytes);
+            }
+        }
+        maps.values().sum()
+    }
 }
 
 /// "Key: value [kB]" or "key value" lines: the first number per key.
@@ -401,6 +426,23 @@ Node 0, zone  Movable
             SlabinfoRow { active_objs: 123_456, num_objs: 130_000, objsize: 192 }
         );
         assert_eq!(s["names_cache"].objsize, 4096);
+    }
+
+    #[test]
+    fn host_facts_and_bpf_map_memory() {
+        let root = fake::Root::new("procfs-host");
+        let map = |id: u32, bytes: u32| format!("pos:\t0\nflags:\t02000002\nmap_type:\t2\nmemlock:\t{bytes}\nmap_id:\t{id}\n");
+        root.write("proc/sys/kernel/random/boot_id", "6f1c1d3e-0000-4000-8000-000000000001\n")
+            .write("proc/sys/kernel/hostname", "node-7\n")
+            .write("proc/self/fdinfo/3", &map(7, 4096))
+            .write("proc/self/fdinfo/4", &map(7, 4096))
+            .write("proc/self/fdinfo/5", &map(9, 8192))
+            .write("proc/self/fdinfo/6", "pos:\t0\nflags:\t02\nmnt_id:\t24\n");
+        let p = root.procfs();
+        assert_eq!(p.boot_id().as_deref(), Some("6f1c1d3e-0000-4000-8000-000000000001"));
+        assert_eq!(p.hostname().as_deref(), Some("node-7"));
+        assert_eq!(p.bpf_map_bytes(), 4096 + 8192, "each map once, other fds ignored");
+        assert_eq!(fake::Root::new("procfs-empty").procfs().bpf_map_bytes(), 0);
     }
 
     #[test]

@@ -240,7 +240,8 @@ echo "init: doctor exit $rc"
 for t in /tests/*; do
     [ -x "$t" ] || continue
     echo "==== $t"
-    "$t" --include-ignored --test-threads=1
+    # Tests named host_only need what the guest lacks (a Prometheus server, time).
+    "$t" --include-ignored --skip host_only --test-threads=1
     rc=$?
     echo "init: $t exit $rc"
     [ $rc -eq 0 ] || status=failure
@@ -285,7 +286,7 @@ mod tests {
             "+memory > /sys/fs/cgroup/cgroup.subtree_control",
             "MEMTRACE_BIN=/bin/memtrace MT_STRESS_BIN=/bin/mt-stress MEMTRACE_VM=1 CI=true",
             "exec </dev/null >/dev/ttyS1 2>&1",
-            "--include-ignored --test-threads=1",
+            "--include-ignored --skip host_only --test-threads=1",
             "echo \"init: $status\"",
             "poweroff -f",
         ] {

@@ -11,7 +11,8 @@
 //!   every test executable of memtrace-tests (from cargo's `--message-format=json`).
 //! - Initramfs: busybox-static with its applet links, the binaries, and an /init that
 //!   mounts what memtrace needs, runs `memtrace doctor` and every test binary with
-//!   `--include-ignored --test-threads=1`, prints `init: success|failure`, powers off.
+//!   `--include-ignored --skip host_only --test-threads=1` (tests named host_only need the
+//!   host), prints `init: success|failure`, powers off.
 //! - Boot: qemu with TCG (KVM guests hang on this machine kind). Two serial ports: the
 //!   kernel's console on ttyS0 (qemu's stdout, watched for panics), and init's and the
 //!   tests' output on ttyS1 (a file qemu writes, followed as it grows), so no kernel message

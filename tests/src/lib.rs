@@ -192,9 +192,10 @@ impl Memtrace {
         self.stop_with(libc::SIGINT)
     }
 
-    /// Waits for memtrace to exit by itself (e.g. --duration), asserting status 0.
+    /// Waits for memtrace to exit by itself (e.g. --duration, at most 60 s from now plus
+    /// its final report on a loaded machine), asserting status 0.
     pub fn finish(mut self) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait memtrace") {
                 break s;
@@ -216,6 +217,22 @@ impl Drop for Memtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Pins the calling thread to the CPU it runs on, for tests that count pages exactly while
+/// the tracer's LRU fallback pairs an allocation with its LRU insertion per CPU: a writer
+/// that migrates between the two leaves the pair on different CPUs (memtrace counts that
+/// as `lru_reinserted`; the exact-hook kernels in the VM need no pinning).
+pub fn pin_to_current_cpu() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned here.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -65,7 +65,7 @@ fn check(recs: &[(u32, Vec<u8>)]) -> bool {
             decoded |= agent.record(*kind, b, out);
             agent.tick(out);
         }
-        agent.finish(out);
+        agent.finish(out, crate::engine::family::End::default());
     });
     for all in [false, true] {
         let mut view = super::family(Options { all_candidates: all }).view();

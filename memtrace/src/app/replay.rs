@@ -116,4 +116,19 @@ mod tests {
         let names: Vec<&str> = registry::all().iter().map(|f| f.name()).collect();
         assert_eq!(&VIEWS[1..], &names[..]);
     }
+
+    /// A replayed record prints its numbers as the live run did: serde_json's default
+    /// parser rounds some decimals to a neighbouring f64 (6.916249761 came back as
+    /// 6.9162497609999996); float_roundtrip parses them exactly.
+    #[test]
+    fn numbers_survive_a_replay() {
+        for line in [
+            r#"{"type":"stats","duration_s":6.916249761}"#,
+            r#"{"type":"stats","duration_s":0.1}"#,
+            r#"{"type":"stats","duration_s":123456.789012345}"#,
+        ] {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v.to_string(), line);
+        }
+    }
 }

@@ -220,22 +220,6 @@ impl Drop for Memtrace {
     }
 }
 
-/// Pins the calling thread to the CPU it runs on, for tests that count pages exactly while
-/// the tracer's LRU fallback pairs an allocation with its LRU insertion per CPU: a writer
-/// that migrates between the two leaves the pair on different CPUs (memtrace counts that
-/// as `lru_reinserted`; the exact-hook kernels in the VM need no pinning).
-pub fn pin_to_current_cpu() {
-    // SAFETY: plain libc calls on a zeroed cpu_set_t owned here.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-}
-
 /// Wall-clock milliseconds since the epoch, truncated: a mark for [`Memtrace::wait_after`].
 /// A record stamped in a later millisecond was taken after this call returned.
 pub fn now_ms() -> u64 {

@@ -307,8 +307,6 @@ fn idle_freed_inodes_are_retired_without_an_interval() {
     let fs = TmpfsMount::new("shmem-retire", 128 * MIB);
     let mt = Memtrace::start(&["shmem", "--json", "--duration", "60"]);
     let page = vec![1u8; 4096];
-    // Exact page totals below: the writer (this thread) stays on one CPU.
-    memtrace_tests::pin_to_current_cpu();
     for n in 0..FILES {
         std::fs::write(fs.path(&format!("f{n}")), &page).unwrap();
     }
@@ -324,7 +322,12 @@ fn idle_freed_inodes_are_retired_without_an_interval() {
         .iter()
         .find(|v| is(v, "shmem_mount") && v["final"] == true && v["mount"] == mount)
         .unwrap_or_else(|| panic!("no final record of {mount}"));
-    assert!(u(&m["allocated_bytes"]) >= FILES * 4096, "{m}\n{a}");
+    // Every page is counted, or reported as unmatched: on tracepoint-only kernels an LRU
+    // insertion that finds no pending NR_SHMEM increase on its CPU (another shmem folio put
+    // back by compaction or reclaim took it, or the writer moved CPUs in between) is
+    // counted in `lru_reinserted`, not as an allocation (seen: 5 and 7 of 14,000).
+    let unmatched = u(&a["lru_reinserted"]) * 4096;
+    assert!(u(&m["allocated_bytes"]) + unmatched >= FILES * 4096, "{m}\n{a}");
     assert!(u(&m["freed_bytes"]) >= FILES * 4096, "{m}\n{a}");
     assert_eq!(m["live_bytes"], 0, "{m}");
 }

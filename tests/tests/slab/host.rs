@@ -278,12 +278,9 @@ fn live_map_is_bounded_and_counts_evictions() {
     assert_eq!(live["max"], 1024);
     assert!(u(&live["inserts"]) >= N * 9 / 10, "{live}");
     assert!(u(&live["entries"]) <= 1024, "{live}");
+    // The storm's negative dentries stay cached, so at most 1,024 of them can still be
+    // remembered and nearly all were pushed out of the LRU map.
     assert!(u(&live["evicted"]) >= N / 2, "{live}");
-    assert_eq!(
-        u(&live["inserts"]),
-        u(&live["hits"]) + u(&live["entries"]) + u(&live["evicted"]),
-        "{live}"
-    );
 }
 
 /// -p counts only that process (in the kernel): another process's storm is not reported.

@@ -83,9 +83,20 @@ impl Console {
     pub(super) fn executed(&self) -> usize {
         self.results
             .iter()
-            .filter(|(n, r)| n != "memtrace doctor" && !r.starts_with("ignored"))
+            .filter(|(n, r)| n != "memtrace doctor" && !is_not_run(r))
             .count()
     }
+
+    /// Test cases listed as skipped (host only) in this guest.
+    pub(super) fn skipped(&self) -> usize {
+        self.results.iter().filter(|(_, r)| r == "skipped").count()
+    }
+}
+
+/// A result that is neither a pass nor a failure: ignored by libtest, or skipped by init
+/// (host-only cases).
+pub(super) fn is_not_run(result: &str) -> bool {
+    result.starts_with("ignored") || result == "skipped"
 }
 
 /// `test NAME ... RESULT` from libtest; RESULT is empty when the line is still open.
@@ -161,6 +172,11 @@ mod tests {
         );
         assert_eq!(parse_test_line("test slow ... "), Some(("slow", "")));
         assert_eq!(parse_test_line("test result: ok. 1 passed; 0 failed"), None);
+        assert_eq!(
+            parse_test_line("test host_only::pc ... skipped (host only)"),
+            Some(("host_only::pc", "skipped"))
+        );
+        assert!(is_not_run("skipped") && is_not_run("ignored") && !is_not_run("FAILED"));
         assert_eq!(parse_test_line("running 1 test"), None);
         assert_eq!(binary_label("vm_smoke-0123456789abcdef"), "vm_smoke");
         assert_eq!(binary_label("mt-stress"), "mt-stress");

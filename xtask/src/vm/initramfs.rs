@@ -240,7 +240,10 @@ echo "init: doctor exit $rc"
 for t in /tests/*; do
     [ -x "$t" ] || continue
     echo "==== $t"
-    # Tests named host_only need what the guest lacks (a Prometheus server, time).
+    # Tests named host_only need what the guest lacks (a Prometheus server, a disk, time):
+    # listed as skipped, not run.
+    "$t" --list --include-ignored 2>/dev/null | grep host_only \
+        | sed -n 's/^\(.*\): test$/test \1 ... skipped (host only)/p'
     "$t" --include-ignored --skip host_only --test-threads=1
     rc=$?
     echo "init: $t exit $rc"
@@ -287,6 +290,7 @@ mod tests {
             "MEMTRACE_BIN=/bin/memtrace MT_STRESS_BIN=/bin/mt-stress MEMTRACE_VM=1 CI=true",
             "exec </dev/null >/dev/ttyS1 2>&1",
             "--include-ignored --skip host_only --test-threads=1",
+            "skipped (host only)",
             "echo \"init: $status\"",
             "poweroff -f",
         ] {

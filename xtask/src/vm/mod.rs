@@ -168,10 +168,11 @@ pub fn run(opts: Options) -> Result<()> {
     let results = runs.iter().flat_map(|r| &r.console.results);
     let passed = results.clone().filter(|(_, res)| res == "ok").count();
     let failed = results
-        .filter(|(_, res)| res != "ok" && !res.starts_with("ignored"))
+        .filter(|(_, res)| res != "ok" && !console::is_not_run(res))
         .count()
         + runs.iter().filter(|r| r.console.pending.is_some()).count();
-    println!("vm-test: {passed} passed, {failed} failed");
+    let skipped: usize = runs.iter().map(|r| r.console.skipped()).sum();
+    println!("vm-test: {passed} passed, {failed} failed, {skipped} skipped (host only)");
     let failed: Vec<&str> = runs
         .iter()
         .filter(|r| r.problem().is_some())
@@ -268,7 +269,7 @@ fn print_summary(runs: &[KernelRun]) {
             .filter(|(_, res)| res == "ok")
             .count();
         println!(
-            "kernel {:<5} {}  {}/{} ok, userspace after {}, total {:.1} s{}  {}",
+            "kernel {:<5} {}  {}/{} ok, {} skipped (host only), userspace after {}, total {:.1} s{}  {}",
             r.series.name(),
             if r.kernel.is_empty() {
                 "(no kernel)"
@@ -276,7 +277,8 @@ fn print_summary(runs: &[KernelRun]) {
                 &r.kernel
             },
             passed,
-            r.console.results.len(),
+            r.console.results.len() - r.console.skipped(),
+            r.console.skipped(),
             r.boot
                 .map_or("-".into(), |b| format!("{:.1} s", b.as_secs_f64())),
             r.total.as_secs_f64(),

@@ -56,6 +56,32 @@ pub const CGROUP_READ_FAILED: u32 = 2;
 /// No layout was available to read the cgroup (coverage gap, reported by doctor).
 pub const CGROUP_UNAVAILABLE: u32 = 3;
 
+/// Name of the loader-set global every family's hot programs check first.
+pub const SELF_FILTER: &str = "MEMTRACE_SELF";
+
+/// `MEMTRACE_SELF`: memtrace's own process, whose allocations, stalls and shmem writes
+/// the programs drop in the kernel (tgid 0: `--include-self`, nothing dropped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SelfFilter {
+    pub tgid: u32,
+    /// Never 0, so that the global is initialised data like the other globals.
+    pub marker: u32,
+}
+
+impl SelfFilter {
+    pub const MARKER: u32 = 0x6d74_7366;
+    pub const NONE: SelfFilter = SelfFilter { tgid: 0, marker: Self::MARKER };
+
+    pub const fn of(tgid: u32) -> SelfFilter {
+        SelfFilter { tgid, marker: Self::MARKER }
+    }
+}
+
+// SAFETY: #[repr(C)] plain data.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SelfFilter {}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -26,7 +26,7 @@ use super::{
     },
 };
 use crate::shared::{
-    emit::{get, header},
+    emit::{get, header, is_self},
     kernel::{self, layout, read},
     maps::{count, percpu_add, reserve},
 };
@@ -38,7 +38,7 @@ fn admit() -> Option<(u32, u32, u64)> {
     let pt = bpf_get_current_pid_tgid();
     let (tid, tgid) = (pt as u32, (pt >> 32) as u32);
     let want = get(&c.filter_tgid);
-    if want != 0 && want != tgid {
+    if (want != 0 && want != tgid) || is_self(tgid) {
         return None;
     }
     let task = kernel::current_task();

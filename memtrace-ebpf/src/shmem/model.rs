@@ -27,7 +27,7 @@ use super::{
     runs::{extend_run, peek_run, pop_run, push_run},
 };
 use crate::shared::{
-    emit::{get, header, now},
+    emit::{get, header, is_self, now},
     kernel::{self, flag_set, layout, read_ptr},
     maps::{count, reserve},
 };
@@ -103,9 +103,12 @@ fn task_add(tgid: u32, added: u64, removed: u64) -> bool {
 }
 
 /// A task seen adding shmem pages for the first time: its entry, and its cgroup path for
-/// the agent.
+/// the agent. memtrace itself gets none (its pages still count per file and mount).
 #[inline(always)]
 fn task_insert(o: &Owner, added: u64, source: u32, cgrp: Option<*const u8>) {
+    if is_self(o.tgid) {
+        return;
+    }
     let t = now();
     let v = TaskStats {
         added_pages: added,
@@ -191,6 +194,10 @@ fn record_alloc(
                 }
             }
         }
+    }
+    if is_self(tgid) {
+        // memtrace's own pages count for the file, under no writer.
+        return;
     }
     let wkey = WriterKey { dev, tgid, ino };
     match SHMEM_WRITERS.get_ptr_mut(&wkey) {

@@ -25,7 +25,7 @@ use super::{
     maps::{DIR_SCRATCH, DIR_THREAD, DIRS, sc},
 };
 use crate::shared::{
-    emit::get,
+    emit::{get, is_self},
     kernel::{layout, read},
 };
 
@@ -35,7 +35,8 @@ pub(super) fn on_path(ctx: &TracePointContext, sys: usize) {
     let c = cfg();
     let pid_tgid = bpf_get_current_pid_tgid();
     let only = get(&c.tgid);
-    if only != 0 && (pid_tgid >> 32) as u32 != only {
+    let tgid = (pid_tgid >> 32) as u32;
+    if (only != 0 && tgid != only) || is_self(tgid) {
         return;
     }
     let (fo, dfo) = (get(&c.sys_filename[sys]), get(&c.sys_dfd[sys]));

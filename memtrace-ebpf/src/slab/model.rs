@@ -29,7 +29,7 @@ use super::{
     },
 };
 use crate::shared::{
-    emit::get,
+    emit::{get, is_self},
     kernel::{self, layout, read, read_ptr},
     maps::count,
 };
@@ -53,7 +53,7 @@ pub(super) fn on_alloc(key: u64, src: Src, call_site: u64, ptr: impl Fn() -> u64
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let only = get(&c.tgid);
-    if only != 0 && tgid != only {
+    if (only != 0 && tgid != only) || is_self(tgid) {
         return;
     }
     if !may_be_selected(key) {
@@ -119,7 +119,7 @@ pub(super) fn on_free(key: u64, src: Src, ptr: impl Fn() -> u64) {
             }
             None => {
                 sc(S_LIVE_MISSES);
-                if only == 0 {
+                if only == 0 && !is_self(kernel::current_tgid()) {
                     // SAFETY: this CPU's counter.
                     unsafe { *cc.frees += 1 };
                     count(Family::Slab, stats::EVENTS);
@@ -130,7 +130,8 @@ pub(super) fn on_free(key: u64, src: Src, ptr: impl Fn() -> u64) {
     }
     // Frees run in whatever context releases the object (RCU callbacks, reclaim): they
     // count per cache; per caller only with --live.
-    if only != 0 && kernel::current_tgid() != only {
+    let tgid = kernel::current_tgid();
+    if (only != 0 && tgid != only) || is_self(tgid) {
         return;
     }
     // SAFETY: this CPU's counter.

@@ -10,6 +10,7 @@ use super::registry;
 use crate::{
     engine::{
         family::Filter,
+        format,
         select::HookOutcome,
         session,
         sink::{self, JsonSink, Sink, Text},
@@ -19,7 +20,7 @@ use crate::{
         self, Kernel,
         btf::Btf,
         cgroup::{self, MemoryCgroup},
-        procfs::Procfs,
+        procfs::{BpfMaps, Procfs},
         tracefs,
     },
 };
@@ -39,6 +40,10 @@ struct Report {
     /// Members only some features need (e.g. the OOM decision's oom_control).
     layout_optional_missing: Vec<String>,
     hooks: Vec<HookOutcome>,
+    /// The `memlock:` of the BPF maps a session with every family holds (what doctor's
+    /// own load took), and how many maps.
+    bpf_map_bytes: u64,
+    bpf_maps: usize,
     /// True when memtrace can trace on this machine.
     ok: bool,
 }
@@ -75,6 +80,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
     let mut layout_missing = Vec::new();
     let mut layout_optional_missing = Vec::new();
     let mut hook_outcomes = Vec::new();
+    let mut bpf = BpfMaps::default();
     let can_trace = privileges.is_ok() && btf.is_ok() && tracefs.is_ok();
     if can_trace {
         let kernel = Kernel::open(btf_path)?;
@@ -85,6 +91,7 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         let (_ebpf, outcomes) =
             session::load_and_attach(&kernel, &families, &names, &Filter::default(), &|| false)?;
         hook_outcomes = outcomes;
+        bpf = kernel.procfs.bpf_maps();
     }
     let ok = can_trace && hook_outcomes.iter().any(|o| o.chosen.is_some());
     let report = Report {
@@ -99,6 +106,8 @@ pub fn run(btf_path: &Path, json: bool) -> Result<(), Error> {
         layout_missing,
         layout_optional_missing,
         hooks: hook_outcomes,
+        bpf_map_bytes: bpf.bytes,
+        bpf_maps: bpf.maps,
         ok,
     };
     let printed = if json {
@@ -137,6 +146,13 @@ fn render(r: &Report) -> String {
     match &r.memory_cgroup {
         Some(m) => s += &format!("memory cgroup {} at {}\n", m.version, m.mount.display()),
         None => s += "memory cgroup none mounted\n",
+    }
+    if r.bpf_maps > 0 {
+        s += &format!(
+            "bpf maps      {} of kernel memory ({} maps, every family traced)\n",
+            format::kib((r.bpf_map_bytes / 1024) as i64),
+            r.bpf_maps
+        );
     }
     for m in &r.layout_missing {
         s += &format!("layout gap    {m}\n");

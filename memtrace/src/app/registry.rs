@@ -145,6 +145,37 @@ mod tests {
         assert!(owners.len() > 50, "{} programs", owners.len());
     }
 
+    /// A family that is not traced allocates next to nothing: every one of its maps in
+    /// the object gets one entry (per-CPU arrays included), except its ring buffers, which
+    /// the family does not size here (`rings::plan` makes them one page).
+    #[test]
+    fn untraced_families_get_the_smallest_maps() {
+        use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
+        use memtrace_common::{oom, reclaim, shmem, slab};
+        let parsed = aya_obj::Object::parse(BPF_OBJECT).expect("aya parses the object");
+        let names: BTreeMap<&str, &[&str]> = [
+            ("oom", oom::MAP_NAMES),
+            ("reclaim", reclaim::MAP_NAMES),
+            ("slab", slab::MAP_NAMES),
+            ("shmem", shmem::MAP_NAMES),
+        ]
+        .into();
+        for f in all() {
+            let sizes: BTreeMap<&str, u32> = f.map_sizes(false).into_iter().collect();
+            let mine = names[f.name()];
+            let mut checked = 0;
+            for (map, m) in parsed.maps.iter().filter(|(m, _)| mine.contains(&m.as_str())) {
+                let want = (m.map_type() != BPF_MAP_TYPE_RINGBUF as u32).then_some(&1);
+                assert_eq!(sizes.get(map.as_str()), want, "{}: map {map} when not traced", f.name());
+                checked += 1;
+            }
+            assert_eq!(checked, mine.len(), "{}: every map is in the object", f.name());
+            assert!(sizes.keys().all(|m| mine.contains(m)), "{}: sizes of another family's maps", f.name());
+            // Traced, the sized maps keep their sizes.
+            assert!(f.map_sizes(true).iter().all(|(_, n)| *n > 1), "{}", f.name());
+        }
+    }
+
     /// Every map-name constant names a map of the object, and every map of the object has
     /// a constant (the agents open maps by these names).
     #[test]

@@ -28,6 +28,11 @@ pub struct TraceArgs {
     #[arg(short = 'c', long, value_name = "PATH")]
     pub cgroup: Option<String>,
 
+    /// Also trace memtrace's own process (its allocations, stalls and shmem writes are
+    /// dropped in the kernel otherwise; OOM decisions always include it).
+    #[arg(long)]
+    pub include_self: bool,
+
     /// Also write every record as JSON lines to FILE (whatever stdout shows); `memtrace
     /// replay FILE` prints its text views again.
     #[arg(long, value_name = "FILE")]
@@ -46,7 +51,7 @@ impl TraceArgs {
             Some(c) => Some(cgroup::normalize(c)?),
             None => None,
         };
-        Ok(Filter { pid: self.pid, cgroup })
+        Ok(Filter { pid: self.pid, cgroup, include_self: self.include_self })
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Filter {
     pub pid: Option<u32>,
     /// Only this memory cgroup or below ("/a/b", relative to the memory hierarchy).
     pub cgroup: Option<String>,
+    /// Keep memtrace's own events (dropped in the kernel otherwise).
+    pub include_self: bool,
 }
 
 /// What an agent is made with.
@@ -43,7 +45,8 @@ pub trait Family {
     /// The family's BPF globals for this session (set whether or not it is traced).
     fn globals(&self, kernel: &Kernel, filter: &Filter) -> Vec<Global>;
 
-    /// max_entries of the family's sized maps; `traced` false: as small as possible.
+    /// max_entries of the family's sized maps; `traced` false: every map of the family as
+    /// small as possible ([`smallest`]; its ring buffers are sized by [`Family::ring_buffers`]).
     fn map_sizes(&self, traced: bool) -> Vec<(&'static str, u32)>;
 
     /// The family's own ring buffers, if its records need channels of their own besides
@@ -60,6 +63,13 @@ pub trait Family {
     /// The text view of the family's records (every record's `"type"` starts with the
     /// family's name and `_`: that is how recorded records find their view).
     fn view(&self) -> Box<dyn View>;
+}
+
+/// The maps of a family that is not traced: one entry each, the least the kernel takes
+/// (its programs are not loaded; the maps exist because the object declares them). Ring
+/// buffers are not given here: `rings::plan` makes those of an untraced family one page.
+pub fn smallest(maps: &[&'static str]) -> Vec<(&'static str, u32)> {
+    maps.iter().map(|&m| (m, 1)).collect()
 }
 
 /// A ring-buffer record of type `T` from its bytes (unaligned); None when too short.

@@ -16,11 +16,17 @@ pub enum EngineRecord {
     Stats(Stats),
 }
 
-/// The hooks attached, and the gaps.
+/// The hooks attached, the gaps, and the kernel memory this session's BPF maps hold.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Ready {
     pub probes: Vec<Attached>,
     pub gaps: Vec<Gap>,
+    /// The `memlock:` of every BPF map this process holds (/proc/self/fdinfo), every
+    /// family's (those not traced at their smallest) and the ring buffers included.
+    #[serde(default)]
+    pub bpf_map_bytes: u64,
+    #[serde(default)]
+    pub bpf_maps: usize,
 }
 
 /// A hook no strategy could serve.
@@ -83,6 +89,11 @@ fn ready_text(r: &Ready) -> String {
     for g in &r.gaps {
         s += &format!("memtrace: coverage gap: {} not traced: {}\n", g.hook, g.reasons.join("; "));
     }
+    s += &format!(
+        "memtrace: BPF maps hold {} of kernel memory ({} maps)\n",
+        super::format::kib((r.bpf_map_bytes / 1024) as i64),
+        r.bpf_maps
+    );
     s
 }
 
@@ -116,16 +127,19 @@ mod tests {
                 limits: None,
             }],
             gaps: vec![Gap { family: "oom".into(), hook: "oom:x".into(), reasons: vec!["kprobe: no".into()] }],
+            bpf_map_bytes: 3 << 20,
+            bpf_maps: 40,
         });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(
             v.to_string(),
-            r#"{"type":"ready","probes":[{"family":"oom","hook":"oom:mark_victim","strategy":"tp_btf","program":"oom_mark_victim_btf"}],"gaps":[{"family":"oom","hook":"oom:x","reasons":["kprobe: no"]}]}"#
+            r#"{"type":"ready","probes":[{"family":"oom","hook":"oom:mark_victim","strategy":"tp_btf","program":"oom_mark_victim_btf"}],"gaps":[{"family":"oom","hook":"oom:x","reasons":["kprobe: no"]}],"bpf_map_bytes":3145728,"bpf_maps":40}"#
         );
         assert_eq!(serde_json::from_value::<EngineRecord>(v.clone()).unwrap(), r);
         let t = engine_text(&v);
         assert!(t.err.contains("tracing oom:mark_victim via tp_btf. Ctrl-C to stop."), "{t:?}");
         assert!(t.err.contains("coverage gap: oom:x not traced: kprobe: no"), "{t:?}");
+        assert!(t.err.contains("BPF maps hold 3.0 MiB of kernel memory (40 maps)"), "{t:?}");
         let st = EngineRecord::Stats(Stats {
             duration_s: 1.5,
             families: [("oom".to_string(), FamilyStats { events: 3, ..Default::default() })].into(),

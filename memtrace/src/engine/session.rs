@@ -136,7 +136,12 @@ fn load(
     stop: &dyn Fn() -> bool,
 ) -> Result<(aya::Ebpf, Vec<HookOutcome>, Vec<Planned>), Error> {
     let btf = loader::aya_btf(kernel)?;
-    let mut globals = vec![Global::of("LAYOUT", &kernel.layout.layout)];
+    // memtrace's own process, dropped in the kernel (0: --include-self keeps it).
+    let me = if filter.include_self { 0 } else { std::process::id() };
+    let mut globals = vec![
+        Global::of("LAYOUT", &kernel.layout.layout),
+        Global::of(memtrace_common::SELF_FILTER, &memtrace_common::SelfFilter::of(me)),
+    ];
     let mut sizes = Vec::new();
     for f in families {
         globals.extend(f.globals(kernel, filter));
@@ -220,7 +225,7 @@ pub async fn run(btf: &Path, plan: Plan, mut stop: Stop) -> Result<(), Error> {
             .map_err(|e| Error::bpf(format!("polling the ring buffer {}", p.ring.name), e))?;
         rings.push(fd);
     }
-    sinks.engine(&EngineRecord::Ready(ready(&outcomes)));
+    sinks.engine(&EngineRecord::Ready(ready(&kernel, &outcomes)));
     let now = tokio::time::Instant::now();
     let deadline = duration.map(|d| now + d);
     let mut ticker = interval.map(|d| tokio::time::interval_at(now + d, d));
@@ -295,8 +300,11 @@ pub async fn run(btf: &Path, plan: Plan, mut stop: Stop) -> Result<(), Error> {
     Ok(())
 }
 
-fn ready(outcomes: &[HookOutcome]) -> Ready {
+fn ready(kernel: &Kernel, outcomes: &[HookOutcome]) -> Ready {
+    let maps = kernel.procfs.bpf_maps();
     Ready {
+        bpf_map_bytes: maps.bytes,
+        bpf_maps: maps.maps,
         probes: outcomes.iter().filter_map(|o| o.chosen.clone()).collect(),
         gaps: outcomes
             .iter()

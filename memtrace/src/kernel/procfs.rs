@@ -116,9 +116,9 @@ impl Procfs {
     }
 
     /// Kernel memory held by this process's BPF maps: `memlock` of every map fd in
-    /// /proc/self/fdinfo, each map (`map_id`) once.
-    pub fn bpf_map_bytes(&self) -> u64 {
-        let Ok(dir) = std::fs::read_dir(self.path("proc/self/fdinfo")) else { return 0 };
+    /// /proc/self/fdinfo, each map (`map_id`) once; and how many maps.
+    pub fn bpf_maps(&self) -> BpfMaps {
+        let Ok(dir) = std::fs::read_dir(self.path("proc/self/fdinfo")) else { return BpfMaps::default() };
         let mut maps = BTreeMap::new();
         for e in dir.flatten() {
             let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
@@ -127,8 +127,16 @@ impl Procfs {
                 maps.insert(*id, *bytes);
             }
         }
-        maps.values().sum()
+        BpfMaps { bytes: maps.values().sum(), maps: maps.len() }
     }
+}
+
+/// The BPF maps a process holds ([`Procfs::bpf_maps`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BpfMaps {
+    /// Their `memlock`: the kernel memory they are charged.
+    pub bytes: u64,
+    pub maps: usize,
 }
 
 /// "Key: value [kB]" or "key value" lines: the first number per key.
@@ -441,8 +449,8 @@ Node 0, zone  Movable
         let p = root.procfs();
         assert_eq!(p.boot_id().as_deref(), Some("6f1c1d3e-0000-4000-8000-000000000001"));
         assert_eq!(p.hostname().as_deref(), Some("node-7"));
-        assert_eq!(p.bpf_map_bytes(), 4096 + 8192, "each map once, other fds ignored");
-        assert_eq!(fake::Root::new("procfs-empty").procfs().bpf_map_bytes(), 0);
+        assert_eq!(p.bpf_maps(), BpfMaps { bytes: 4096 + 8192, maps: 2 }, "each map once, other fds ignored");
+        assert_eq!(fake::Root::new("procfs-empty").procfs().bpf_maps(), BpfMaps::default());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use self::args::{Args, Options};
 use self::args::TOP_CANDIDATES;
 use crate::{
     engine::{
-        family::{Agent, AgentContext, Family, Filter},
+        family::{Agent, AgentContext, Family, Filter, smallest},
         hook::Hook,
         loader::Global,
         rings::Ring,
@@ -51,8 +51,12 @@ impl Family for Oom {
         config::globals(kernel)
     }
 
-    fn map_sizes(&self, _traced: bool) -> Vec<(&'static str, u32)> {
-        Vec::new()
+    fn map_sizes(&self, traced: bool) -> Vec<(&'static str, u32)> {
+        use memtrace_common::oom::{MAP_NAMES, OOM_CANDIDATES, OOM_KILLS};
+        // The ring buffers are sized by ring_buffers (one page when not traced).
+        let maps: Vec<&'static str> =
+            MAP_NAMES.iter().copied().filter(|m| ![OOM_KILLS, OOM_CANDIDATES].contains(m)).collect();
+        if traced { Vec::new() } else { smallest(&maps) }
     }
 
     fn ring_buffers(&self, kernel: &Kernel, _traced: bool) -> Vec<Ring> {

@@ -4,12 +4,15 @@
 use std::os::unix::fs::MetadataExt as _;
 
 use memtrace_common::reclaim::{
-    Hist, RECLAIM_CONFIG, RECLAIM_HIST0, RECLAIM_HIST1, RECLAIM_START, ReclaimConfig,
+    Hist, RECLAIM_CONFIG, RECLAIM_HIST0, RECLAIM_HIST1, ReclaimConfig,
 };
 
 use super::args::Options;
 use crate::{
-    engine::{family::Filter, loader::Global},
+    engine::{
+        family::{Filter, smallest},
+        loader::Global,
+    },
     kernel::{Kernel, cgroup},
 };
 
@@ -50,11 +53,11 @@ pub const KEYS_MAX_ENV: &str = "MEMTRACE_RECLAIM_KEYS_MAX";
 
 /// Map sizes for this session: the histogram buffers get as many keys as fit in 16 MiB
 /// per buffer on this machine's CPU count (per-CPU values), between 128 and 4096 (fewer,
-/// down to 8, with MEMTRACE_RECLAIM_KEYS_MAX); the maps shrink to one entry when the family
-/// is not traced.
+/// down to 8, with MEMTRACE_RECLAIM_KEYS_MAX); every map shrinks to one entry when the
+/// family is not traced.
 pub fn map_sizes(traced: bool) -> Vec<(&'static str, u32)> {
     if !traced {
-        return vec![(RECLAIM_HIST0, 1), (RECLAIM_HIST1, 1), (RECLAIM_START, 1)];
+        return smallest(memtrace_common::reclaim::MAP_NAMES);
     }
     let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
     let per_key = cpus * std::mem::size_of::<Hist>() + 64;

@@ -4,7 +4,7 @@
 use memtrace_common::{layout::ABSENT, shmem::ShmemConfig};
 
 use crate::{
-    engine::loader::Global,
+    engine::{family::smallest, loader::Global},
     kernel::{Kernel, checks::enum_value, tracefs::Format},
 };
 
@@ -70,13 +70,7 @@ pub fn lru_flag_bits(print_fmt: &str) -> LruFlagBits {
 /// The shmem maps are preallocated (allocation in the tracing context can fail under a
 /// burst otherwise): one entry each when shmem is not traced.
 pub fn map_sizes(traced: bool) -> Vec<(&'static str, u32)> {
-    if traced {
-        return Vec::new();
-    }
-    ["SHMEM_INODES", "SHMEM_WRITERS", "SHMEM_TASKS", "SHMEM_FOLIOS", "SHMEM_DEVS"]
-        .into_iter()
-        .map(|m| (m, 1))
-        .collect()
+    if traced { Vec::new() } else { smallest(memtrace_common::shmem::MAP_NAMES) }
 }
 
 #[cfg(test)]

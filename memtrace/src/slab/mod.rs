@@ -15,7 +15,7 @@ use aya::Ebpf;
 pub use self::args::{Args, Options};
 use crate::{
     engine::{
-        family::{Agent, AgentContext, Family, Filter},
+        family::{Agent, AgentContext, Family, Filter, smallest},
         hook::Hook,
         loader::Global,
         sink::View,
@@ -45,8 +45,8 @@ impl Family for Slab {
         config::globals(kernel, filter, &self.opts)
     }
 
-    fn map_sizes(&self, _traced: bool) -> Vec<(&'static str, u32)> {
-        config::map_sizes(&self.opts)
+    fn map_sizes(&self, traced: bool) -> Vec<(&'static str, u32)> {
+        if traced { config::map_sizes(&self.opts) } else { smallest(memtrace_common::slab::MAP_NAMES) }
     }
 
     fn agent(&self, ebpf: &mut Ebpf, ctx: &AgentContext) -> Result<Box<dyn Agent>, Error> {

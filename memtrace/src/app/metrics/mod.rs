@@ -57,7 +57,7 @@ impl Endpoint {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         eprintln!("memtrace: metrics on http://{}/metrics", self.addr);
         tokio::spawn(http::serve(listener, self.model, |m| {
-            m.bpf_map_bytes = Some(Procfs::system().bpf_map_bytes());
+            m.bpf_map_bytes = Some(Procfs::system().bpf_maps().bytes);
         }));
         Ok(())
     }

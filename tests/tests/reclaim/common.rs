@@ -99,7 +99,9 @@ pub fn assert_intervals_add_up(lines: &[Value]) {
 pub fn key_storm(keys: u32, cgroup: Option<&memtrace_tests::MemCgroup>, forks: u32, mb: u64) -> Vec<Value> {
     use memtrace_tests::{Memtrace, Stress};
     let keys_s = keys.to_string();
-    let mut args = vec!["watch", "--json"];
+    // --include-self: the totals are held against the kernel's own counters (allocstall),
+    // which count memtrace's stalls too.
+    let mut args = vec!["watch", "--json", "--include-self"];
     if let Some(cg) = cgroup {
         args.extend(["-c", cg.rel.as_str()]);
     }

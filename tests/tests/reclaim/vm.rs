@@ -53,7 +53,7 @@ impl Drop for TightWatermarks {
 
 /// Every direct reclaim is one allocstall: memtrace's direct stalls over its run (the
 /// final per-cgroup rows) equal the kernel's count over the same window (the final
-/// context); returns that count.
+/// context); returns that count. The run must trace memtrace too (`--include-self`).
 fn assert_direct_is_allocstall(lines: &[Value]) -> u64 {
     let direct: u64 = summaries(lines, true)
         .iter()
@@ -76,7 +76,8 @@ fn global_direct_reclaim_is_seen_as_direct() {
     let lazy_mb = avail_mb * 45 / 100;
     let mut lazy = Stress::spawn(&["lazyfree", "--mb", &lazy_mb.to_string(), "--comm", "mt-vm-lazy"]);
     lazy.wait_line("ready", Duration::from_secs(300));
-    let mt = Memtrace::start(&["reclaim", "--json"]);
+    // --include-self: held against allocstall, which counts memtrace's own stalls too.
+    let mt = Memtrace::start(&["reclaim", "--json", "--include-self"]);
     let (stall0, oom0) = (allocstall(), proc_kv("/proc/vmstat", "oom_kill"));
     let free_mb = proc_kv("/proc/meminfo", "MemFree") / 1024;
     // Past free memory by 60% of the lazyfree pages: reclaim must drop them.

@@ -69,6 +69,9 @@ pub struct Options {
     /// Where kernels and private apt state are kept. Default: target/vm-cache.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Boot the kernels one after the other instead of side by side.
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             refresh_kernels: false,
             tests: Vec::new(),
             cache_dir: None,
+            sequential: false,
         }
     }
 }
@@ -154,13 +158,22 @@ pub fn run(opts: Options) -> Result<()> {
     let logs = target.join("vm-logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
 
-    let mut runs = Vec::new();
-    for s in series {
-        let run = kernels::kernel(s, &cache, opts.refresh_kernels)
-            .and_then(|k| qemu::boot(&k, &initrd, &opts, &logs))
-            .unwrap_or_else(|e| KernelRun::error(s, e));
-        runs.push(run);
-    }
+    // Kernels are fetched one after the other (apt), then booted side by side: much of a
+    // guest's time is tests waiting, so two guests share the host's CPUs well.
+    let kernels: Vec<_> =
+        series.iter().map(|&s| (s, kernels::kernel(s, &cache, opts.refresh_kernels))).collect();
+    let boot = |(s, k): (Series, Result<kernels::Kernel>)| {
+        k.and_then(|k| qemu::boot(&k, &initrd, &opts, &logs))
+            .unwrap_or_else(|e| KernelRun::error(s, e))
+    };
+    let runs: Vec<KernelRun> = if opts.sequential {
+        kernels.into_iter().map(boot).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let started: Vec<_> = kernels.into_iter().map(|sk| scope.spawn(|| boot(sk))).collect();
+            started.into_iter().map(|h| h.join().expect("a vm-test thread panicked")).collect()
+        })
+    };
     print_summary(&runs);
     eprintln!("vm-test: {:.1} s in all", started.elapsed().as_secs_f64());
     // A plain closing count over every kernel (a test without a result line counts as

@@ -85,16 +85,7 @@ mod tests {
 
     /// The section a candidate's program must sit in.
     fn expected_section(strategy: Strategy, target: &str) -> String {
-        let kind = match strategy {
-            Strategy::TpBtf => "tp_btf",
-            Strategy::RawTracepoint => "raw_tp",
-            Strategy::Tracepoint => "tracepoint",
-            Strategy::Kprobe => "kprobe",
-            Strategy::Kretprobe => "kretprobe",
-            Strategy::Fentry => "fentry",
-            Strategy::Fexit => "fexit",
-        };
-        format!("{kind}/{}", target.replace(':', "/"))
+        format!("{}/{}", strategy.name(), target.replace(':', "/"))
     }
 
     /// The hook tables and the embedded BPF object agree: every candidate's program is

@@ -346,6 +346,43 @@ pub mod fake {
 
     use std::path::PathBuf;
 
+    /// A /proc/zoneinfo of three zones (DMA, Normal under its min watermark, Movable empty).
+    pub const ZONEINFO: &str = "Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 1
+  pages free     3840
+        boost    0
+        min      8
+        low      11
+        high     14
+        spanned  4095
+        present  3998
+        managed  3840
+        cma      0
+        protection: (0, 2, 3, 3)
+Node 0, zone   Normal
+  pages free     1000
+        boost    0
+        min      2000
+        low      2500
+        high     3000
+        spanned  262144
+        present  262144
+        managed  250000
+        protection: (0, 0, 0, 0)
+      nr_free_pages 1000
+  pagesets
+    cpu: 0
+              count: 10
+              high:  99
+Node 0, zone  Movable
+  pages free     0
+        min      0
+        low      0
+        high     0
+        managed  0
+";
+
     pub struct Root(pub PathBuf);
 
     impl Root {
@@ -389,42 +426,6 @@ dentry            123456 130000    192   21    1 : tunables    0    0    0 : sla
 names_cache           32     32   4096    8    8 : tunables    0    0    0 : slabdata      4      4      0
 ";
 
-    const ZONEINFO: &str = "Node 0, zone      DMA
-  per-node stats
-      nr_inactive_anon 1
-  pages free     3840
-        boost    0
-        min      8
-        low      11
-        high     14
-        spanned  4095
-        present  3998
-        managed  3840
-        cma      0
-        protection: (0, 2, 3, 3)
-Node 0, zone   Normal
-  pages free     1000
-        boost    0
-        min      2000
-        low      2500
-        high     3000
-        spanned  262144
-        present  262144
-        managed  250000
-        protection: (0, 0, 0, 0)
-      nr_free_pages 1000
-  pagesets
-    cpu: 0
-              count: 10
-              high:  99
-Node 0, zone  Movable
-  pages free     0
-        min      0
-        low      0
-        high     0
-        managed  0
-";
-
     #[test]
     fn parses_slabinfo() {
         let s = parse_slabinfo(SLABINFO);
@@ -464,7 +465,7 @@ Node 0, zone  Movable
 
     #[test]
     fn parses_zoneinfo_watermarks() {
-        let z = parse_zoneinfo(ZONEINFO, 4);
+        let z = parse_zoneinfo(fake::ZONEINFO, 4);
         assert_eq!(z.len(), 2, "{z:?}");
         assert_eq!(z[0].zone, "DMA");
         assert_eq!((z[0].min_kb, z[0].low_kb, z[0].high_kb, z[0].free_kb), (32, 44, 56, 15360));

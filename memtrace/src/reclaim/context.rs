@@ -284,47 +284,11 @@ mod tests {
     use super::*;
     use crate::kernel::procfs::fake;
 
-    const ZONEINFO: &str = "Node 0, zone      DMA
-  per-node stats
-      nr_inactive_anon 1
-  pages free     3840
-        boost    0
-        min      8
-        low      11
-        high     14
-        spanned  4095
-        present  3998
-        managed  3840
-        cma      0
-        protection: (0, 2, 3, 3)
-Node 0, zone   Normal
-  pages free     1000
-        boost    0
-        min      2000
-        low      2500
-        high     3000
-        spanned  262144
-        present  262144
-        managed  250000
-        protection: (0, 0, 0, 0)
-      nr_free_pages 1000
-  pagesets
-    cpu: 0
-              count: 10
-              high:  99
-Node 0, zone  Movable
-  pages free     0
-        min      0
-        low      0
-        high     0
-        managed  0
-";
-
     fn fake_root(vmstat: &str, psi: &str) -> fake::Root {
         let d = fake::Root::new("reclaim-ctx");
         d.write("proc/vmstat", vmstat)
             .write("proc/pressure/memory", psi)
-            .write("proc/zoneinfo", ZONEINFO)
+            .write("proc/zoneinfo", fake::ZONEINFO)
             .write("proc/meminfo", "MemTotal:       1000000 kB\nSwapTotal:             0 kB\n")
             .write("proc/sys/vm/swappiness", "60\n")
             .write("proc/sys/vm/min_free_kbytes", "2048\n")

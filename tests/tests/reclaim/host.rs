@@ -10,7 +10,7 @@ use std::{
 };
 
 use memtrace_tests::{
-    MemCgroup, Memtrace, Stress, Value, in_vm, memtrace_bin, require_root, run_memtrace,
+    MemCgroup, Memtrace, Stress, Value, memtrace_bin, require_root, run_memtrace,
     stats_of, stress_bin,
 };
 

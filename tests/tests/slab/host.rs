@@ -142,9 +142,14 @@ fn drop_caches_frees_are_counted_and_net_drops() {
     let d = TempDir::new("drop");
     let mut mt = Memtrace::start(&["slab", "--json", "--cache", "dentry", "1"]);
     let pid = stat_storm(&d, "loud", N, "mt-slab-drop");
-    // The interval lines that carry the storm's growth.
+    let exited = memtrace_tests::now_ms();
+    // The interval lines that carry the storm's growth, all of it: the storm has exited, and
+    // an interval emitted two collections (1 s each) later has drained every allocation.
     mt.collect_until(GROWTH_WAIT, "the storm's dentry growth in the interval lines", |l| {
         interval_sum(l, "dentry", "net") >= (N as i64) * 9 / 10
+    });
+    mt.wait_after(exited + 2000, GROWTH_WAIT, "an interval after the storm's last allocations", |v| {
+        v["type"] == "slab_cache" && v["scope"] == "interval" && v["cache"] == "dentry"
     });
     let before: Vec<Value> = mt.seen.clone();
     let net_before = interval_sum(&before, "dentry", "net");

@@ -53,8 +53,9 @@ pub struct Options {
         value_delimiter = ','
     )]
     pub kernels: Vec<Series>,
-    /// Seconds one kernel may run (boot, tests, power off) before qemu is killed.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    /// Seconds one kernel may run (boot, tests, power off) before qemu is killed: a hang
+    /// guard, 2.5 times what one kernel takes on a quiet two-core host (about 10 minutes).
+    #[arg(long, value_name = "SECS", default_value_t = 1500)]
     pub timeout: u64,
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
@@ -79,7 +80,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             kernels: Vec::new(),
-            timeout: 900,
+            timeout: 1500,
             memory: 1024,
             refresh_kernels: false,
             tests: Vec::new(),

@@ -320,15 +320,7 @@ mod tests {
         push(&[0, 4 << 24 | 1, 8, s("b"), 2, 0]); // 3: anon struct { long b; }
         push(&[s("outer"), 4 << 24 | 2, 16, s("a"), 1, 0, 0, 3, 64]); // 4: outer
         push(&[s("E"), 6 << 24 | 2, 4, s("X"), 3, s("Y"), 7]); // 5: enum E
-        let mut out = Vec::new();
-        out.extend_from_slice(&crate::kernel::btf_read::MAGIC.to_le_bytes());
-        out.extend_from_slice(&[1, 0]);
-        for v in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&t);
-        out.extend_from_slice(&strings);
-        out
+        crate::kernel::btf_read::assemble(&t, &strings)
     }
 
     #[test]

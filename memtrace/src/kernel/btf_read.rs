@@ -161,6 +161,21 @@ fn kind_of(k: u32) -> Option<Kind> {
     })
 }
 
+/// A BTF blob from its type section and string section, behind a version-1 header (for
+/// the unit tests and the fuzz driver, which build blobs by hand).
+#[cfg(test)]
+pub(crate) fn assemble(types: &[u8], strings: &[u8]) -> Vec<u8> {
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&MAGIC.to_le_bytes());
+    blob.extend_from_slice(&[1, 0]);
+    for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        blob.extend_from_slice(&v.to_le_bytes());
+    }
+    blob.extend_from_slice(types);
+    blob.extend_from_slice(strings);
+    blob
+}
+
 /// Kinds whose `size_or_type` is a type id.
 fn refers(kind: Kind) -> bool {
     matches!(

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use super::{mutate_bytes, Rng};
 use crate::kernel::{
     btf::{Btf, Kind, Member, Type},
-    btf_read::MAGIC,
     layout,
 };
 
@@ -104,15 +103,7 @@ pub fn encode(types: &[Type]) -> Vec<u8> {
             _ => {}
         }
     }
-    let mut blob = Vec::new();
-    blob.extend_from_slice(&MAGIC.to_le_bytes());
-    blob.extend_from_slice(&[1, 0]);
-    for v in [24u32, 0, out.len() as u32, out.len() as u32, strings.len() as u32] {
-        blob.extend_from_slice(&v.to_le_bytes());
-    }
-    blob.extend_from_slice(&out);
-    blob.extend_from_slice(&strings);
-    blob
+    crate::kernel::btf_read::assemble(&out, &strings)
 }
 
 /// The structs, enums and tracepoint prototypes memtrace reads (kernel/layout.rs and the
